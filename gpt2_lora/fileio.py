@@ -1,0 +1,57 @@
+"""Small file helpers shared by every stage: atomic writes and strict UTF-8 line reading."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from .errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open a temp file next to ``path``; rename it over ``path`` only if the block finishes.
+
+    An exception (or Ctrl-C) inside the block leaves any existing ``path`` untouched and removes the
+    temp file, so no half-written output is ever left behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    binary = "b" in mode
+    try:
+        with os.fdopen(fd, mode, encoding=None if binary else encoding,
+                       newline=None if binary else "") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def require_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """Return ``path`` as a Path, or raise a one-line UserError if it is not an existing file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}")
+    return path
+
+
+def read_lines(path: str | os.PathLike, what: str = "file") -> list[str]:
+    """Read a UTF-8 text file as lines without their '\\n'; a bad byte names file and line."""
+    path = require_file(path, what)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_no = data.count(b"\n", 0, err.start) + 1
+        raise UserError(f"{path}:{line_no}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    if text.endswith("\n"):
+        text = text[:-1]
+    return text.split("\n") if text else []
