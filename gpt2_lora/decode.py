@@ -1,0 +1,177 @@
+"""Predictions -> reference and hypothesis files, byte-identical to microsoft/LoRA ``src/gpt2_decode.py``.
+
+References are grouped by context (or by ``--ref_unique_file`` ids), in first-seen order; each group's
+hypothesis is the prediction of any of its lines (identical contexts decode identically). A text is cut
+at the first ``<|endoftext|>``, then at the first blank line, then stripped. ``e2e`` writes one file:
+each group's references one per line, then an empty line. ``webnlg``/``dart`` write a directory of
+``reference0 .. reference{ref_num-1}``, a group with fewer references repeating its first one.
+``--lower`` lower-cases, ``--tokenize`` splits off every non-word character (upstream's regex).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from .errors import UserError, cli
+from .fileio import atomic_write, read_lines
+from .tokenizer import Tokenizer
+
+FILTERS = ("all", "seen", "unseen")
+REF_TYPES = ("e2e", "webnlg", "dart")
+
+
+def standard_tokenize(text: str) -> str:
+    """Every non-word character becomes its own token; whitespace collapses to single spaces."""
+    return " ".join(" ".join(re.split(r"(\W)", text)).split())
+
+
+def post_process(text: str, tokenize: bool, lower: bool) -> str:
+    if lower:
+        text = text.lower()
+    return standard_tokenize(text) if tokenize else text
+
+
+def first_segment(text: str) -> str:
+    """The text before the first <|endoftext|> and the first blank line, stripped."""
+    return text.split("<|endoftext|>")[0].split("\n\n")[0].strip()
+
+
+def _json_lines(path: str, what: str):
+    for line_no, line in enumerate(read_lines(path, what), 1):
+        try:
+            yield f"{path}:{line_no}", json.loads(line.strip())
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{line_no}: bad JSON ({err.msg})") from None
+
+
+def _field(record, key: str, where: str, kind):
+    if not isinstance(record, dict) or key not in record:
+        raise UserError(f"{where}: missing key {key!r}")
+    value = record[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        raise UserError(f"{where}: {key!r} must be {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+    return value
+
+
+def read_unique_ids(path: str) -> list[int]:
+    ids = []
+    for line_no, line in enumerate(read_lines(path, "--ref_unique_file"), 1):
+        try:
+            ids.append(int(line.strip()))
+        except ValueError:
+            raise UserError(f"{path}:{line_no}: expected an integer id, got {line.strip()!r}") from None
+    return ids
+
+
+def group_references(input_file: str, filter_: str = "all", unique_ids: list[int] | None = None):
+    """(groups, keys): groups maps key -> references in first-seen order; keys[i] is line i's key."""
+    groups: dict[object, list[str]] = {}
+    keys: list[object] = []
+    for line_id, (where, record) in enumerate(_json_lines(input_file, "--input_file")):
+        context = _field(record, "context", where, str)
+        completion = _field(record, "completion", where, str)
+        if filter_ == "all":
+            keep = True
+        else:
+            if "cate" not in record:
+                raise UserError(f"{where}: --filter {filter_} needs a 'cate' field (WebNLG formatted data)")
+            keep = bool(record["cate"]) == (filter_ == "seen")
+        if unique_ids is None:
+            key = context
+        elif line_id < len(unique_ids):
+            key = unique_ids[line_id]
+        else:
+            raise UserError(f"--ref_unique_file has {len(unique_ids)} ids, fewer than the lines of {input_file}")
+        keys.append(key)
+        if keep:
+            groups.setdefault(key, []).append(first_segment(completion))
+    return groups, keys
+
+
+def read_hypotheses(sample_file: str, keys: list, groups: dict, tokenizer: Tokenizer) -> dict:
+    """key -> decoded prediction, for the keys in ``groups`` (the last prediction of a key wins)."""
+    samples = {}
+    for where, record in _json_lines(sample_file, "--sample_file"):
+        line_id = _field(record, "id", where, int)
+        tokens = _field(record, "predict", where, list)
+        if not 0 <= line_id < len(keys):
+            raise UserError(f"{where}: id {line_id} is outside the {len(keys)} lines of --input_file")
+        key = keys[line_id]
+        if key in groups:
+            try:
+                samples[key] = first_segment(tokenizer.decode(tokens))
+            except (KeyError, ValueError, TypeError, OverflowError):
+                raise UserError(f"{where}: 'predict' holds something that is not a GPT-2 token id") from None
+    missing = [i for i, key in enumerate(keys) if key in groups and key not in samples]
+    if missing:
+        raise UserError(f"--sample_file has no prediction for --input_file line {missing[0] + 1} "
+                        f"({len(missing)} line(s) without one)")
+    return samples
+
+
+def write_outputs(args: argparse.Namespace, groups: dict, samples: dict) -> None:
+    fix = lambda text: post_process(text, args.tokenize, args.lower)  # noqa: E731
+    if args.ref_type == "e2e":
+        with atomic_write(args.output_ref_file) as refs, atomic_write(args.output_pred_file) as preds:
+            for key, references in groups.items():
+                for ref in references:
+                    refs.write(fix(ref) + "\n")
+                refs.write("\n")
+                preds.write(fix(samples[key]) + "\n")
+        return
+    folder = Path(args.output_ref_file)
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = [[] for _ in range(args.ref_num)]
+    for references in groups.values():
+        for fid, column in enumerate(columns):
+            column.append(fix(references[fid] if len(references) > fid else references[0]) + "\n")
+    for fid, column in enumerate(columns):
+        with atomic_write(folder / f"reference{fid}") as handle:
+            handle.writelines(column)
+    with atomic_write(args.output_pred_file) as preds:
+        preds.writelines(fix(samples[key]) + "\n" for key in groups)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gpt2_lora.decode",
+                                description="Beam predictions -> reference/hypothesis files (as upstream gpt2_decode.py).")
+    p.add_argument("--vocab", type=str, default=None, help="folder with encoder.json and vocab.bpe")
+    p.add_argument("--sample_file", default=None, type=str, help="predictions jsonl (gpt2_lora.beam output)")
+    p.add_argument("--input_file", default=None, type=str, help="formatted jsonl of the same split")
+    p.add_argument("--output_ref_file", default=None, type=str, help="reference file (e2e) or folder")
+    p.add_argument("--output_pred_file", default=None, type=str, help="hypothesis file")
+    p.add_argument("--ref_unique_file", default=None, type=str, help="one group id per input line")
+    p.add_argument("--ref_type", default="e2e", choices=REF_TYPES, help="reference layout")
+    p.add_argument("--ref_num", default=4, type=int, help="reference files (webnlg, dart)")
+    p.add_argument("--tokenize", action="store_true", help="split off non-word characters")
+    p.add_argument("--lower", action="store_true", help="lower-case")
+    p.add_argument("--filter", default="all", choices=FILTERS, help="webnlg: seen / unseen categories only")
+    return p
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for flag in ("sample_file", "input_file", "output_ref_file", "output_pred_file"):
+        if getattr(args, flag) is None:
+            raise UserError(f"--{flag} is required")
+    if args.ref_type != "e2e" and args.ref_num < 1:
+        raise UserError(f"--ref_num must be >= 1, got {args.ref_num}")
+    tokenizer = Tokenizer(args.vocab)
+    unique_ids = read_unique_ids(args.ref_unique_file) if args.ref_unique_file else None
+    groups, keys = group_references(args.input_file, args.filter, unique_ids)
+    if not groups:
+        raise UserError(f"{args.input_file}: no lines left after --filter {args.filter}")
+    samples = read_hypotheses(args.sample_file, keys, groups, tokenizer)
+    write_outputs(args, groups, samples)
+    print(f"{len(keys)} lines, {len(groups)} groups -> {args.output_ref_file}, {args.output_pred_file}",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

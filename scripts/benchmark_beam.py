@@ -1,0 +1,177 @@
+#!/usr/bin/env python
+"""Beam-search speed: gpt2_lora.beam (fp32 and bf16) against HF transformers ``generate``, same run.
+
+Default: GPT-2 M with random weights (so no early EOS: every input runs all 64 steps), beam 10,
+eval_len 64, length penalty 0.8, no_repeat_ngram_size 4, on the E2E test set's 4,693 contexts
+(``--data test.jsonl``, the encoded file; without it, 4,693 synthetic contexts with 630 distinct ones of
+E2E-like lengths). HF ``generate`` (num_beams=10, left-padded batches of 64, fp32) is timed on the first
+``--hf_lines`` lines and extrapolated per line. Both models hold the same weights.
+
+    python scripts/benchmark_beam.py --data data/e2e/test.jsonl --out bench_beam.json
+    python scripts/benchmark_beam.py --quick        # tiny model on the CPU, a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gpt2_lora.beam import BeamSettings, generate, read_contexts  # noqa: E402
+from gpt2_lora.model import GPT2Config, GPT2LMModel  # noqa: E402
+
+EOS = 50256
+
+
+def synthetic_contexts(lines: int = 4693, unique: int = 630, seed: int = 0) -> list[list[int]]:
+    """E2E test look-alike: 630 distinct contexts, 14-47 tokens (mean 36) ending in EOS, each repeated."""
+    rng = random.Random(seed)
+    distinct = []
+    for _ in range(unique):
+        n = min(47, max(14, round(rng.gauss(36.4, 7.1))))
+        distinct.append([rng.randrange(100, 50000) for _ in range(n - 1)] + [EOS])
+    out = [distinct[i % unique] for i in range(lines)]
+    rng.shuffle(out)
+    return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ours(model, contexts, settings, device, max_batch_inputs) -> dict:
+    generate(model, contexts[:8], settings, progress=False)           # warm-up (kernels, allocator)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    stats: dict = {}
+    start = time.perf_counter()
+    outputs = generate(model, contexts, settings, max_batch_inputs=max_batch_inputs, stats=stats)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    result = dict(stats, seconds=seconds, ms_per_line=1000 * seconds / len(contexts))
+    if device.type == "cuda":
+        result["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return result | {"outputs": outputs}
+
+
+def time_hf(hf_model, contexts, settings, device, batch: int) -> dict:
+    """HF generate over ``contexts`` in left-padded batches, timed after one warm-up batch."""
+
+    def run(chunk):
+        width = max(len(c) for c in chunk)
+        ids = torch.full((len(chunk), width), EOS, dtype=torch.long)
+        mask = torch.zeros(len(chunk), width, dtype=torch.long)
+        for i, c in enumerate(chunk):
+            ids[i, width - len(c):] = torch.tensor(c)
+            mask[i, width - len(c):] = 1
+        hf_model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), num_beams=settings.beam,
+                          max_new_tokens=settings.eval_len, no_repeat_ngram_size=settings.no_repeat_ngram_size,
+                          length_penalty=settings.length_penalty, do_sample=False, pad_token_id=EOS,
+                          eos_token_id=EOS)
+
+    with torch.inference_mode():
+        run(contexts[:min(batch, 4)])
+        _sync(device)
+        start = time.perf_counter()
+        for i in range(0, len(contexts), batch):
+            run(contexts[i:i + batch])
+        _sync(device)
+    seconds = time.perf_counter() - start
+    return dict(seconds_measured=seconds, lines_measured=len(contexts), ms_per_line=1000 * seconds / len(contexts))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=None, help="encoded E2E test.jsonl (default: synthetic contexts)")
+    p.add_argument("--model_card", default="gpt2.md", help="card or HF config.json (random weights)")
+    p.add_argument("--beam", type=int, default=10)
+    p.add_argument("--eval_len", type=int, default=64)
+    p.add_argument("--seq_len", type=int, default=512)
+    p.add_argument("--length_penalty", type=float, default=0.8)
+    p.add_argument("--no_repeat_ngram_size", type=int, default=4)
+    p.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16")
+    p.add_argument("--max_batch_inputs", type=int, default=0, help="0: as many as fit")
+    p.add_argument("--hf_lines", type=int, default=256, help="lines HF generate is timed on (0: skip HF)")
+    p.add_argument("--hf_batch", type=int, default=64)
+    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="benchmark_beam.json", help="JSON results")
+    p.add_argument("--quick", action="store_true", help="tiny model, few lines, CPU: checks the script runs")
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 for both sides
+    torch.manual_seed(args.seed)
+    if args.quick:
+        device = torch.device(args.device or "cpu")
+        config = GPT2Config(n_embd=64, n_layer=2, n_head=4)
+        contexts = synthetic_contexts(lines=40, unique=10, seed=args.seed)
+        args.beam, args.eval_len, args.hf_lines, args.hf_batch = 3, 8, min(args.hf_lines, 8), 4
+    else:
+        config = GPT2Config.resolve(args.model_card)
+        contexts = read_contexts(args.data) if args.data else synthetic_contexts(seed=args.seed)
+    settings = BeamSettings(beam=args.beam, eval_len=args.eval_len, seq_len=args.seq_len,
+                            length_penalty=args.length_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
+
+    from transformers import GPT2Config as HFConfig, GPT2LMHeadModel
+
+    hf_model = GPT2LMHeadModel(HFConfig(vocab_size=config.vocab_size, n_positions=config.n_positions,
+                                        n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head))
+    model = GPT2LMModel(config)
+    model.load_weight(hf_model.state_dict())  # the same random weights on both sides
+    model.eval().to(device)
+    hf_model.eval().to(device)
+
+    results: dict = dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+                         or "cpu", torch=torch.__version__, model=f"n_embd={config.n_embd} n_layer={config.n_layer}",
+                         data=args.data or "synthetic", settings=settings.__dict__ | {"eos_token_id": [EOS]})
+    rows = []
+    outputs = {}
+    for precision in [x for x in args.precisions.split(",") if x]:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        net = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
+        r = time_ours(net, contexts, settings, device, args.max_batch_inputs)
+        outputs[precision] = r.pop("outputs")
+        results[f"ours_{precision}"] = r
+        rows.append((f"gpt2_lora.beam {precision}", r["seconds"], r["ms_per_line"], ""))
+        del net
+    if "fp32" in outputs and "bf16" in outputs:
+        same = sum(a == b for a, b in zip(outputs["fp32"], outputs["bf16"]))
+        results["bf16_lines_equal_to_fp32"] = same / len(contexts)
+    if args.hf_lines > 0:
+        import transformers
+
+        hf = time_hf(hf_model, contexts[:args.hf_lines], settings, device, args.hf_batch)
+        hf["seconds_extrapolated"] = hf["ms_per_line"] * len(contexts) / 1000
+        results["hf_generate_fp32"] = hf | {"transformers": transformers.__version__, "batch": args.hf_batch}
+        rows.insert(0, (f"HF generate fp32 (x{len(contexts)}/{args.hf_lines})", hf["seconds_extrapolated"],
+                        hf["ms_per_line"], ""))
+        for key in [k for k in results if k.startswith("ours_")]:
+            results[key]["speedup_vs_hf"] = hf["seconds_extrapolated"] / results[key]["seconds"]
+        rows = [(name, s, ms, f"{rows[0][1] / s:.1f}x") for name, s, ms, _ in rows]
+
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n{len(contexts)} lines ({results.get('ours_fp32', results.get('ours_bf16', {})).get('unique', '?')} "
+          f"distinct), beam {settings.beam}, eval_len {settings.eval_len}, {results['device']}")
+    print(f"{'method':<40} {'seconds':>9} {'ms/line':>9} {'speed-up':>9}")
+    for name, seconds, ms, speedup in rows:
+        print(f"{name:<40} {seconds:>9.2f} {ms:>9.2f} {speedup:>9}")
+    if "bf16_lines_equal_to_fp32" in results:
+        print(f"bf16 output equal to fp32 on {100 * results['bf16_lines_equal_to_fp32']:.1f}% of lines")
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
