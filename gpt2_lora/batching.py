@@ -1,0 +1,355 @@
+"""Training and validation batches over the encoded jsonl layer.
+
+Every example is laid out exactly as upstream ``FT_Dataset`` (``src/data_utils.py``) lays it out:
+
+* ``full = context + completion``; the input is ``full[:seq_len]`` (n tokens), the target at position i
+  is ``full[i + 1]`` (0 past the end);
+* the loss mask is 1 on positions ``[len(context) - 1, n - 1)``, i.e. on the positions that predict a
+  completion token (``--obj jlm``: ``[0, n - 1)``). As upstream, when an example is cut at ``seq_len`` the
+  last position stays unmasked even though its target is known.
+
+Three ways to pad a batch (``--batching``):
+
+* ``padded``   — to ``seq_len`` with token 0: upstream's tensors, for parity checks;
+* ``dynamic``  — to the longest example of the batch (rounded up to ``pad_multiple``). Attention is
+  causal and padding is on the right, so real positions see exactly what they see in ``padded``;
+* ``bucketed`` — ``dynamic`` plus a sampler that batches examples of similar length (optionally by a
+  token budget instead of a fixed batch size). This changes which examples share a batch.
+
+``padded`` and ``dynamic`` use upstream's example order: ``DistributedSampler(shuffle=True,
+seed=random_seed)`` with ``set_epoch(epoch)`` (epochs count from 1), over ``ceil(N / batch) * batch``
+indices where the ones past N are replaced by draws of ``random.Random(911)``, and ``drop_last``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .fileio import require_file
+
+BATCHING_MODES = ("padded", "dynamic", "bucketed")
+FILL_SEED = 911  # upstream FT_Dataset's random.Random(911), used for the indices past the data
+
+
+# ------------------------------------------------------------------------------------------- reading
+def read_encoded(path: str | os.PathLike, what: str = "data file") -> list[tuple[list[int], list[int]]]:
+    """(context ids, completion ids) per line of an encoded jsonl file; bad lines name file:line."""
+    path = require_file(path, what)
+    examples = []
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, 1):
+            where = f"{path}:{line_no}"
+            try:
+                record = json.loads(raw)
+            except UnicodeDecodeError:
+                raise UserError(f"{where}: not valid UTF-8") from None
+            except json.JSONDecodeError as err:
+                raise UserError(f"{where}: bad JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{where}: expected a JSON object with 'context' and 'completion'")
+            pair = []
+            for key in ("context", "completion"):
+                ids = record.get(key)
+                if not isinstance(ids, list) or not all(type(t) is int for t in ids):
+                    raise UserError(f"{where}: '{key}' must be a list of token ids (is this the encoded "
+                                    f"file, not the *_formatted.jsonl one?)")
+                pair.append(ids)
+            examples.append((pair[0], pair[1]))
+    if not examples:
+        raise UserError(f"{path}: no examples (empty file)")
+    return examples
+
+
+# -------------------------------------------------------------------------------------------- layout
+class Layout:
+    """Token arrays of a data set, laid out for training with a fixed ``seq_len`` (see module doc)."""
+
+    def __init__(self, examples: Sequence[tuple[list[int], list[int]]], seq_len: int, joint_lm: bool = False):
+        if seq_len < 2:
+            raise UserError(f"--seq_len must be at least 2, got {seq_len}")
+        self.seq_len = seq_len
+        self.full = [np.asarray(c + p, dtype=np.int64) for c, p in examples]
+        # n = input length; the mask covers [lo, hi)
+        self.n = np.array([min(len(f), seq_len) for f in self.full], dtype=np.int64)
+        if joint_lm:
+            self.lo = np.zeros_like(self.n)
+            self.hi = np.maximum(self.n - 1, 0)
+        else:
+            lc = np.array([len(c) for c, _ in examples], dtype=np.int64)
+            # upstream: [0.0] * (lc - 1) + [1.0] * (n - lc), cut to seq_len
+            self.lo = np.minimum(np.maximum(lc - 1, 0), seq_len)
+            self.hi = np.minimum(self.lo + np.maximum(self.n - lc, 0), seq_len)
+
+    def __len__(self) -> int:
+        return len(self.full)
+
+    def dense(self, i: int, length: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(input, target, mask) of example i padded to ``length`` (default seq_len), as upstream's tensors."""
+        length = self.seq_len if length is None else length
+        n, f = int(self.n[i]), self.full[i]
+        inp = np.zeros(length, dtype=np.int64)
+        tgt = np.zeros(length, dtype=np.int64)
+        msk = np.zeros(length, dtype=np.float32)
+        inp[:n] = f[:n]
+        m = min(n, len(f) - 1)
+        tgt[:m] = f[1:m + 1]
+        msk[self.lo[i]:self.hi[i]] = 1.0
+        return inp, tgt, msk
+
+
+@dataclass
+class Batch:
+    """One batch, ready for the loss: inputs (B, T) and the masked positions, flattened.
+
+    ``index`` are positions in ``input_ids.view(-1)`` whose prediction counts; ``target`` their next
+    tokens; ``weight`` 1.0 for real entries and 0.0 for the padding that rounds their number up to a
+    multiple (so compiled graphs see few shapes); ``row`` the batch row of each entry.
+    """
+
+    input_ids: torch.Tensor     # (B, T) int64
+    index: torch.Tensor         # (K,) int64
+    target: torch.Tensor        # (K,) int64
+    weight: torch.Tensor        # (K,) float32
+    row: torch.Tensor           # (K,) int64
+    examples: list[int]         # data set indices of the rows
+    lengths: list[int]          # real (unpadded) length of each row
+    n_targets: int              # real masked positions
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(self.lengths)
+
+    def to(self, device, non_blocking: bool = True) -> "Batch":
+        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Batch(move(self.input_ids), move(self.index), move(self.target), move(self.weight),
+                     move(self.row), self.examples, self.lengths, self.n_targets)
+
+    def pin_memory(self) -> "Batch":
+        return Batch(self.input_ids.pin_memory(), self.index.pin_memory(), self.target.pin_memory(),
+                     self.weight.pin_memory(), self.row.pin_memory(), self.examples, self.lengths,
+                     self.n_targets)
+
+    def dense_mask(self) -> torch.Tensor:
+        """The (B, T) float loss mask (upstream's ``mask``), rebuilt from ``index``."""
+        mask = torch.zeros(self.input_ids.numel())
+        mask.index_put_((self.index,), self.weight, accumulate=True)
+        return mask.view_as(self.input_ids)
+
+    def dense_target(self) -> torch.Tensor:
+        """(B, T) targets at the masked positions (0 elsewhere)."""
+        target = torch.zeros(self.input_ids.numel(), dtype=torch.long)
+        target[self.index[self.weight > 0]] = self.target[self.weight > 0]
+        return target.view_as(self.input_ids)
+
+
+def round_up(x: int, multiple: int) -> int:
+    return -(-x // multiple) * multiple if multiple > 1 else x
+
+
+def collate(layout: Layout, indices: Sequence[int], pad_to: int | None = None, pad_multiple: int = 1,
+            select_multiple: int = 1) -> Batch:
+    """Batch the examples ``indices``: padded to ``pad_to`` (e.g. seq_len) or to the longest, rounded
+    up to ``pad_multiple`` (never past seq_len); masked entries padded to ``select_multiple``."""
+    n = layout.n[indices]
+    length = pad_to if pad_to is not None else min(round_up(int(n.max()), pad_multiple), layout.seq_len)
+    ids = np.zeros((len(indices), length), dtype=np.int64)
+    index, target, row = [], [], []
+    for r, i in enumerate(indices):
+        f, k, lo, hi = layout.full[i], int(n[r]), int(layout.lo[i]), int(layout.hi[i])
+        ids[r, :k] = f[:k]
+        index.append(np.arange(r * length + lo, r * length + hi))
+        target.append(f[lo + 1:hi + 1])
+        row.append(np.full(hi - lo, r))
+    index, target, row = np.concatenate(index), np.concatenate(target), np.concatenate(row)
+    real = len(index)
+    extra = round_up(max(real, 1), select_multiple) - real
+    weight = np.ones(real + extra, dtype=np.float32)
+    if extra:
+        weight[real:] = 0.0
+        index = np.concatenate([index, np.zeros(extra, dtype=np.int64)])
+        target = np.concatenate([target, np.zeros(extra, dtype=np.int64)])
+        row = np.concatenate([row, np.zeros(extra, dtype=np.int64)])
+    return Batch(torch.from_numpy(ids), torch.from_numpy(index.astype(np.int64)),
+                 torch.from_numpy(target.astype(np.int64)), torch.from_numpy(weight),
+                 torch.from_numpy(row.astype(np.int64)), list(indices), n.tolist(), real)
+
+
+# ------------------------------------------------------------------------------------------- samplers
+def epoch_permutation(total: int, seed: int, epoch: int) -> list[int]:
+    """DistributedSampler's shuffle: randperm(total) from a generator seeded with seed + epoch."""
+    g = torch.Generator()
+    g.manual_seed(seed + epoch)
+    return torch.randperm(total, generator=g).tolist()
+
+
+def upstream_order(num_examples: int, batch_size: int, seed: int, epoch: int, world_size: int = 1,
+                   rank: int = 0) -> list[list[int]]:
+    """This rank's batches of dataset *positions* (some >= num_examples, to be filled) for one epoch,
+    as upstream's DataLoader(DistributedSampler(seed=seed), drop_last=True) after set_epoch(epoch)."""
+    total = -(-num_examples // batch_size) * batch_size  # FT_Dataset.__len__
+    order = epoch_permutation(total, seed, epoch)
+    padded_total = -(-total // world_size) * world_size  # DistributedSampler pads by repeating the start
+    while len(order) < padded_total:
+        order += order[:padded_total - len(order)]
+    mine = order[rank:padded_total:world_size]
+    return [mine[i:i + batch_size] for i in range(0, len(mine) - batch_size + 1, batch_size)]
+
+
+def token_budget_batches(indices: Sequence[int], lengths: np.ndarray, max_tokens: int,
+                         pad_multiple: int = 1, max_batch: int | None = None) -> list[list[int]]:
+    """Cut ``indices`` (already in the wanted order) into batches whose padded size
+    ``rows * round_up(longest)`` stays within ``max_tokens`` (a longer example gets a batch of its own)."""
+    batches, current, longest = [], [], 0
+    for i in indices:
+        new_longest = max(longest, round_up(int(lengths[i]), pad_multiple))
+        full = max_batch is not None and len(current) >= max_batch
+        if current and (full or (len(current) + 1) * new_longest > max_tokens):
+            batches.append(current)
+            current, new_longest = [], round_up(int(lengths[i]), pad_multiple)
+        current.append(i)
+        longest = new_longest
+    if current:
+        batches.append(current)
+    return batches
+
+
+class BatchPlan:
+    """Which examples each training batch of each epoch holds, for this rank; deterministic in the seed.
+
+    Epochs are planned in order (the fill-in draws of ``random.Random(911)`` run on across epochs, as
+    in upstream) and cached, so a resumed run rebuilds exactly the batches of the interrupted one.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, mode: str = "dynamic",
+                 world_size: int = 1, rank: int = 0, max_tokens: int | None = None, pad_multiple: int = 1,
+                 window: int = 64):
+        if mode not in BATCHING_MODES:
+            raise UserError(f"--batching must be one of {', '.join(BATCHING_MODES)}, got {mode!r}")
+        if batch_size < 1:
+            raise UserError(f"--train_batch_size must be at least 1, got {batch_size}")
+        if max_tokens is not None and mode != "bucketed":
+            raise UserError("--max_tokens needs --batching bucketed")
+        self.lengths, self.batch_size, self.seed, self.mode = lengths, batch_size, seed, mode
+        self.world_size, self.rank = world_size, rank
+        self.max_tokens, self.pad_multiple, self.window = max_tokens, pad_multiple, window
+        self.num_examples = len(lengths)
+        self.num_batches = -(-self.num_examples // batch_size)  # upstream FT_Dataset.num_batches
+        self._fill = random.Random(FILL_SEED)
+        self._epochs: list[list[list[int]]] = []
+
+    def _fill_in(self, positions: Iterable[int]) -> list[int]:
+        n = self.num_examples
+        return [p if p < n else self._fill.randint(0, n - 1) for p in positions]
+
+    def _plan(self, epoch: int) -> list[list[int]]:
+        if self.mode != "bucketed":
+            batches = upstream_order(self.num_examples, self.batch_size, self.seed, epoch,
+                                     self.world_size, self.rank)
+            return [self._fill_in(b) for b in batches]
+        # bucketed: the same shuffled (and filled) epoch, sorted by length inside windows of
+        # ``window`` batches, cut into batches, batch order shuffled; ranks take every world_size-th.
+        order = self._fill_in(epoch_permutation(self.num_batches * self.batch_size, self.seed, epoch))
+        span = self.window * self.batch_size
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start:start + span], key=lambda i: self.lengths[i])
+            if self.max_tokens is None:
+                batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            else:
+                batches += token_budget_batches(chunk, self.lengths, self.max_tokens, self.pad_multiple)
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1000 + epoch)
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        usable = len(batches) // self.world_size * self.world_size
+        return batches[self.rank:usable:self.world_size]
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        """Batches of ``epoch`` (1-based) for this rank."""
+        if epoch < 1:
+            raise ValueError("epochs count from 1")
+        while len(self._epochs) < epoch:
+            self._epochs.append(self._plan(len(self._epochs) + 1))
+        return self._epochs[epoch - 1]
+
+    def global_batches_per_epoch(self) -> int:
+        """Batches per epoch over all ranks, as upstream counts them to derive max_step."""
+        if self.max_tokens is None:
+            return self.num_batches
+        return len(self.epoch(1)) * self.world_size
+
+
+def eval_batches(lengths: np.ndarray, max_tokens: int, pad_multiple: int = 8, world_size: int = 1,
+                 rank: int = 0, max_batch: int = 256) -> list[list[int]]:
+    """Length-sorted batches over the whole set for fast evaluation (the loss is aggregated per
+    example afterwards, so the grouping does not change the result); rank r takes every r-th."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches = token_budget_batches(order, lengths, max_tokens, pad_multiple, max_batch=max_batch)
+    return batches[rank::world_size]
+
+
+# ------------------------------------------------------------------------------------------- loading
+class Prefetcher:
+    """Collate batches in a background thread (numpy releases the GIL for the copies) and pin them,
+    so the training loop never waits for the host side. Iterate to get ``Batch`` objects."""
+
+    _DONE = object()
+
+    def __init__(self, batches: Iterable[Sequence[int]], make: Callable[[Sequence[int]], Batch],
+                 depth: int = 4, pin: bool = False):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(iter(batches), make, pin), daemon=True)
+        self._thread.start()
+
+    def _work(self, batches: Iterator, make, pin: bool) -> None:
+        try:
+            for indices in batches:
+                batch = make(indices)
+                if pin:
+                    batch = batch.pin_memory()
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            self._queue.put(self._DONE)
+        except BaseException as err:  # surface collate errors in the consumer
+            self._queue.put(err)
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                self._thread.join(timeout=0.05)
+
+
+def check_lengths(layout: Layout, path: str | Path) -> None:
+    """Every example must have at least one position that predicts a completion token."""
+    empty = np.nonzero(layout.hi <= layout.lo)[0]
+    if len(empty) == len(layout):
+        raise UserError(f"{path}: no example has a completion token within --seq_len {layout.seq_len}")

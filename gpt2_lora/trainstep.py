@@ -1,0 +1,173 @@
+"""One training step: upstream's loss at the masked positions, precision handling, the optimizer step.
+
+Used by ``gpt2_lora.train`` and by ``scripts/benchmark_train.py``.
+
+The loss is upstream's ``GPT2LMModel.forward(lm_labels, lm_mask, label_smooth)``:
+``sum(mask * loss_t) / (sum(mask) + 0.0001)`` with ``loss_t = (1 - ε)·NLL + ε·mean_v(-log p_v)`` when
+``ε > 0.0001`` (else plain NLL), per micro-batch. Positions outside the mask contribute exactly zero to
+that sum and its gradient, so the LM head and the softmax run only on the masked positions (gathered
+first); that is the same function with ~3x less head work for E2E.
+
+Precision (``--precision``): ``fp32`` is upstream's. ``bf16``/``fp16`` run under autocast; with LoRA
+the frozen matmul weights are stored in that dtype once (autocast would re-cast them every step,
+since it caches casts only of trainable leaves) while LoRA weights, their gradients and the optimizer
+state stay fp32; embeddings, LayerNorms and biases stay fp32 too, so the residual stream is fp32 as in
+ordinary autocast. ``fp16`` adds a gradient scaler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .batching import Batch
+from .errors import UserError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+LOW_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+SMOOTH_THRESHOLD = 0.0001  # upstream applies label smoothing only above this
+MASK_EPS = 0.0001          # upstream's denominator: mask.sum() + 0.0001
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=LOW_DTYPES[precision])
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("--precision fp16 (or --fp16) needs a CUDA device; use bf16 or fp32 on the CPU")
+
+
+def store_frozen_weights(model: nn.Module, precision: str) -> int:
+    """Cast frozen matmul weights (2-D, not embeddings) to the autocast dtype; returns how many."""
+    if precision == "fp32":
+        return 0
+    dtype, count = LOW_DTYPES[precision], 0
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    for p in model.parameters():
+        if not p.requires_grad and p.dim() == 2 and id(p) not in embeddings:
+            p.data = p.data.to(dtype)
+            count += 1
+    return count
+
+
+class LossModel(nn.Module):
+    """``GPT2LMModel`` + upstream's masked LM loss; ``forward`` takes the tensors of a ``Batch``."""
+
+    def __init__(self, model: nn.Module, label_smooth: float = 0.0, precision: str = "fp32"):
+        super().__init__()
+        self.model = model
+        self.label_smooth = label_smooth if label_smooth > SMOOTH_THRESHOLD else 0.0
+        wte = model.transformer.wte.weight
+        # A frozen tied head is cast to the autocast dtype once (a plain attribute: not a parameter,
+        # not in checkpoints, not synchronised by DDP).
+        self.head = wte.detach().to(LOW_DTYPES[precision]) if precision != "fp32" and not wte.requires_grad else None
+
+    def masked_logits(self, input_ids: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """fp32 logits (K, vocab) at the flattened positions ``index`` of ``input_ids`` (B, T)."""
+        hidden = self.model.hidden_states(input_ids)
+        picked = hidden.reshape(-1, hidden.size(-1)).index_select(0, index)
+        head = self.model.transformer.wte.weight if self.head is None else self.head
+        return F.linear(picked, head).float()
+
+    def forward(self, input_ids, index, target, weight) -> torch.Tensor:
+        logits = self.masked_logits(input_ids, index)
+        losses = F.cross_entropy(logits, target, reduction="none", label_smoothing=self.label_smooth)
+        return (losses * weight).sum() / (weight.sum() + MASK_EPS)
+
+    @torch.no_grad()
+    def token_nll(self, input_ids, index, target) -> torch.Tensor:
+        """Per-position NLL (no smoothing, as upstream's evaluation)."""
+        return F.cross_entropy(self.masked_logits(input_ids, index), target, reduction="none")
+
+
+def batch_args(batch: Batch) -> tuple[torch.Tensor, ...]:
+    return batch.input_ids, batch.index, batch.target, batch.weight
+
+
+class Stepper:
+    """Micro-steps (forward + backward, gradient accumulation) and optimizer steps (schedule, scaler,
+    clipping, AdamW). Never reads a value back from the device: the loss is accumulated on it."""
+
+    def __init__(self, loss_fn, optimizer: torch.optim.Optimizer, schedule, device: torch.device,
+                 precision: str = "fp32", grad_acc: int = 1, clip: float = 0.0,
+                 params: Iterable[torch.Tensor] | None = None, ddp: nn.Module | None = None,
+                 cudagraphs: bool = False):
+        self.loss_fn, self.optimizer, self.schedule = loss_fn, optimizer, schedule
+        self.device, self.precision, self.grad_acc, self.clip = device, precision, grad_acc, clip
+        self.params = [p for g in optimizer.param_groups for p in g["params"]] if params is None else list(params)
+        self.ddp = ddp
+        self.cudagraphs = cudagraphs  # torch.compile(mode="reduce-overhead"): mark each new iteration
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        self.loss_sum = torch.zeros((), device=device)  # sum of micro-batch losses since the last read
+
+    def micro_step(self, batch: Batch, update: bool) -> None:
+        """Forward and backward one micro-batch; ``update``: this is the last one before a step."""
+        sync = self.ddp is None or update
+        if self.cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with (contextlib.nullcontext() if sync else self.ddp.no_sync()), autocast(self.device, self.precision):
+            loss = self.loss_fn(*batch_args(batch))
+        self.loss_sum += loss.detach()
+        scaled = loss / self.grad_acc if self.grad_acc > 1 else loss
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+
+    def optimizer_step(self, step: int) -> float:
+        """Take optimizer step ``step + 1`` (``step`` already taken); returns its lr."""
+        lr = self.schedule.apply(self.optimizer, step)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return lr
+
+    def read_loss(self) -> float:
+        """Sum of the micro-batch losses since the last call (one host sync)."""
+        value = float(self.loss_sum)
+        self.loss_sum.zero_()
+        return value
+
+
+@torch.no_grad()
+def evaluate(loss_model: LossModel, batches: Iterable[Batch], num_examples: int, device: torch.device,
+             precision: str, valid_batch_size: int, world_size: int = 1) -> dict[str, float]:
+    """Validation loss as upstream reports it: the mean over batches of ``valid_batch_size`` examples
+    (in file order) of each batch's masked mean NLL; plus the token-level mean. The forward passes
+    use any grouping (e.g. length-sorted, larger batches): losses are summed per example first."""
+    was_training = loss_model.training
+    loss_model.eval()
+    sums = torch.zeros(num_examples, dtype=torch.float64, device=device)
+    counts = torch.zeros(num_examples, dtype=torch.float64, device=device)
+    for batch in batches:
+        batch = batch.to(device)
+        with autocast(device, precision):
+            nll = loss_model.token_nll(batch.input_ids, batch.index, batch.target)
+        rows = torch.as_tensor(batch.examples, device=device)[batch.row]
+        sums.index_add_(0, rows, (nll * batch.weight).double())
+        counts.index_add_(0, rows, batch.weight.double())
+    if world_size > 1:
+        torch.distributed.all_reduce(sums)
+        torch.distributed.all_reduce(counts)
+    loss_model.train(was_training)
+    sums, counts = sums.cpu(), counts.cpu()
+    groups = torch.arange(num_examples) // valid_batch_size
+    n_groups = int(groups[-1]) + 1
+    group_sum = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, groups, sums)
+    group_count = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, groups, counts)
+    batch_mean = float((group_sum / (group_count + MASK_EPS)).mean())
+    token_mean = float(sums.sum() / counts.sum().clamp(min=1))
+    return {"valid_loss": batch_mean, "valid_token_loss": token_mean}

@@ -1,0 +1,160 @@
+"""Batching: upstream FT_Dataset layout (hand-written reference below), sampler order, the three modes."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DistributedSampler
+
+from gpt2_lora.batching import (BatchPlan, Layout, Prefetcher, collate, eval_batches, read_encoded,
+                                token_budget_batches, upstream_order)
+from gpt2_lora.errors import UserError
+
+
+def make_examples(n: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
+    rng = random.Random(seed)
+    return [([rng.randint(1, 999) for _ in range(rng.randint(0, 12))] + [50256],
+             [rng.randint(1, 999) for _ in range(rng.randint(0, 15))] + [50256]) for _ in range(n)]
+
+
+def reference_item(context, completion, seq_len, joint_lm=False):
+    """Upstream FT_Dataset.__getitem__ (no prefix/infix), written out from its source: pad/cut
+    context + completion to seq_len, targets shifted by one, mask over the completion predictions."""
+    def pad(tokens, value):
+        tokens = tokens[:seq_len]
+        return tokens + [value] * (seq_len - len(tokens)), len(tokens)
+
+    inp, n = pad(context + completion, 0)
+    tgt, _ = pad((context + completion)[1:], 0)
+    mask = [1.0] * (n - 1) if joint_lm else [0.0] * (len(context) - 1) + [1.0] * (n - len(context))
+    mask, _ = pad(mask, 0.0)
+    return inp, tgt, mask
+
+
+@pytest.mark.parametrize("seq_len,joint_lm", [(24, False), (9, False), (24, True), (5, False)])
+def test_padded_layout_equals_upstream(seq_len, joint_lm):
+    examples = make_examples(30)
+    layout = Layout(examples, seq_len, joint_lm)
+    batch = collate(layout, list(range(30)), pad_to=seq_len)
+    mask = batch.dense_mask()
+    for i, (c, p) in enumerate(examples):
+        inp, tgt, msk = reference_item(c, p, seq_len, joint_lm)
+        assert batch.input_ids[i].tolist() == inp
+        assert mask[i].tolist() == msk
+        assert layout.dense(i)[1].tolist() == tgt
+        assert layout.dense(i)[2].tolist() == msk
+        on = mask[i] > 0
+        assert batch.dense_target()[i][on].tolist() == torch.tensor(tgt)[on].tolist()
+
+
+def test_loss_mask_covers_exactly_the_completion():
+    examples = make_examples(20, seed=3)
+    layout = Layout(examples, 512)
+    batch = collate(layout, list(range(20)), pad_multiple=8)
+    for r, (c, p) in enumerate(examples):
+        picked = batch.row == r
+        # every completion token (eos included) is predicted once, and nothing else is
+        assert batch.target[picked].tolist() == p
+        positions = (batch.index[picked] - r * batch.input_ids.size(1)).tolist()
+        assert positions == list(range(len(c) - 1, len(c) + len(p) - 1))
+
+
+def per_example(batch):
+    """{example: (input tokens, [(position, target)])} without any padding."""
+    out = {}
+    T = batch.input_ids.size(1)
+    for r, i in enumerate(batch.examples):
+        real = batch.weight > 0
+        sel = (batch.row == r) & real
+        n = int((batch.input_ids[r] != 0).nonzero().max()) + 1 if (batch.input_ids[r] != 0).any() else 0
+        out[i] = (batch.input_ids[r, :n].tolist(),
+                  list(zip((batch.index[sel] - r * T).tolist(), batch.target[sel].tolist())))
+    return out
+
+
+def test_modes_give_the_same_examples_tokens_and_masks():
+    examples = make_examples(45, seed=1)
+    layout = Layout(examples, 20)
+    common = dict(lengths=layout.n, batch_size=4, seed=7)
+    padded, dynamic = BatchPlan(mode="padded", **common), BatchPlan(mode="dynamic", **common)
+    bucketed = BatchPlan(mode="bucketed", window=3, **common)
+    for epoch in (1, 2):
+        assert padded.epoch(epoch) == dynamic.epoch(epoch)  # same order: upstream's
+        seen_p, seen_b = {}, {}
+        for idx in padded.epoch(epoch):
+            a = per_example(collate(layout, idx, pad_to=20))
+            b = per_example(collate(layout, idx, pad_multiple=8, select_multiple=16))
+            assert a == b
+            seen_p.update(a)
+        flat_b = []
+        for idx in bucketed.epoch(epoch):
+            seen_b.update(per_example(collate(layout, idx, pad_multiple=8)))
+            flat_b += idx
+        assert seen_b == seen_p
+        assert sorted(flat_b) == sorted(i for b in padded.epoch(epoch) for i in b)
+
+
+@pytest.mark.parametrize("world_size", [1, 3])
+def test_order_is_distributed_samplers_with_upstream_fill_ins(world_size):
+    n, bs, seed = 37, 4, 11
+    plan = [BatchPlan(np.ones(n, dtype=np.int64), bs, seed, "padded", world_size, r) for r in range(world_size)]
+    total = -(-n // bs) * bs  # FT_Dataset.__len__ = num_batches * batch_size
+    for rank in range(world_size):
+        sampler = DistributedSampler(range(total), num_replicas=world_size, rank=rank, seed=seed)
+        fill = random.Random(911)  # FT_Dataset replaces indices >= n by fill.randint(0, n - 1), in access order
+        for epoch in (1, 2, 3):
+            sampler.set_epoch(epoch)
+            order = list(sampler)
+            expected = [order[i:i + bs] for i in range(0, len(order) - bs + 1, bs)]  # drop_last
+            expected = [[i if i < n else fill.randint(0, n - 1) for i in b] for b in expected]
+            assert plan[rank].epoch(epoch) == expected
+            assert [[i for i in b] for b in upstream_order(n, bs, seed, epoch, world_size, rank)] == \
+                [order[i:i + bs] for i in range(0, len(order) - bs + 1, bs)]
+
+
+def test_token_budget_and_eval_batches():
+    lengths = np.array([5, 30, 7, 12, 64, 3, 9, 40, 41, 2])
+    batches = token_budget_batches(sorted(range(10), key=lambda i: lengths[i]), lengths, 64, pad_multiple=8)
+    assert sorted(i for b in batches for i in b) == list(range(10))
+    for b in batches:
+        longest = -(-max(lengths[i] for i in b) // 8) * 8
+        assert len(b) == 1 or len(b) * longest <= 64
+    parts = [eval_batches(lengths, 64, 8, 2, r) for r in range(2)]
+    assert sorted(i for p in parts for b in p for i in b) == list(range(10))
+    plan = BatchPlan(lengths, 2, 0, "bucketed", max_tokens=64, pad_multiple=8)
+    assert sorted(i for b in plan.epoch(1) for i in b) == sorted(  # same examples as upstream's epoch
+        i for b in BatchPlan(lengths, 2, 0, "dynamic").epoch(1) for i in b)
+
+
+def test_read_encoded_errors(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"context": [1, 2], "completion": [3]}) + "\n")
+    assert read_encoded(good) == [([1, 2], [3])]
+    cases = {
+        "bad.jsonl": (json.dumps({"context": [1], "completion": [2]}) + "\n{oops\n", ":2: bad JSON"),
+        "formatted.jsonl": (json.dumps({"context": "a | b", "completion": "text"}) + "\n", "list of token ids"),
+        "empty.jsonl": ("", "no examples"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(UserError, match=message):
+            read_encoded(tmp_path / name)
+    with pytest.raises(UserError, match="not found"):
+        read_encoded(tmp_path / "missing.jsonl")
+
+
+def test_prefetcher_keeps_order_and_raises():
+    layout = Layout(make_examples(10), 16)
+    plan = [[0, 1], [2, 3], [4, 5]]
+    got = [b.examples for b in Prefetcher(plan, lambda idx: collate(layout, idx), depth=1)]
+    assert got == plan
+
+    def boom(idx):
+        raise ValueError("collate failed")
+
+    with pytest.raises(ValueError, match="collate failed"):
+        list(Prefetcher(plan, boom))

@@ -1,0 +1,246 @@
+"""Training: upstream's loss, AdamW and schedules against hand-written references; over-fitting,
+bit-exact resume, checkpoint formats and one-line CLI errors. A tiny GPT-2 (vocab 128) on the CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpt2_lora import lora
+from gpt2_lora.batching import Layout, collate
+from gpt2_lora.checkpoint import load_checkpoint_file
+from gpt2_lora.model import GPT2Config, GPT2LMModel
+from gpt2_lora.optim import AdamW, Schedule
+from gpt2_lora.train import main
+from gpt2_lora.trainstep import LossModel, autocast, evaluate, store_frozen_weights
+
+TINY = dict(vocab_size=128, n_positions=64, n_ctx=64, n_embd=32, n_layer=2, n_head=2)
+
+
+def copy_task(n: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """Context: 2-4 tokens + "eos" 127; completion: each token + 60, then 127 (easy to over-fit)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        c = [rng.randint(2, 12) for _ in range(rng.randint(2, 4))]
+        out.append((c + [127], [t + 60 for t in c] + [127]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    for name, n, seed in (("train", 16, 0), ("valid", 8, 1)):
+        with open(root / f"{name}.jsonl", "w") as f:
+            for c, p in copy_task(n, seed):
+                f.write(json.dumps({"context": c, "completion": p}) + "\n")
+    (root / "config.json").write_text(json.dumps(TINY))
+    return root
+
+
+def base_args(files, work_dir, *extra):
+    return ["--train_data", str(files / "train.jsonl"), "--valid_data", str(files / "valid.jsonl"),
+            "--model_card", str(files / "config.json"), "--seq_len", "32", "--work_dir", str(work_dir),
+            "--device", "cpu", "--log_interval", "2", "--random_seed", "3", *extra]
+
+
+def tiny_model(r=4, seed=0, dropout=0.0) -> GPT2LMModel:
+    torch.manual_seed(seed)
+    model = GPT2LMModel(GPT2Config(**TINY, lora_attn_dim=r, lora_attn_alpha=8, lora_dropout=dropout))
+    with torch.no_grad():  # non-zero B, so LoRA matters
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    return model
+
+
+def reference_loss(model, examples, seq_len, label_smooth):
+    """Upstream GPT2LMModel.forward loss, written out: full (B, seq_len) logits of upstream's padded
+    tensors, per-token (1-eps)*NLL + eps*mean(-log p) (eps > 0.0001), masked sum / (mask sum + 1e-4)."""
+    layout = Layout(examples, seq_len)
+    inp, tgt, msk = (torch.from_numpy(__import__("numpy").stack(x)) for x in
+                     zip(*(layout.dense(i) for i in range(len(examples)))))
+    logp = F.log_softmax(model(inp).double(), dim=-1)
+    nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+    loss = (1 - label_smooth) * nll + label_smooth * (-logp.mean(-1)) if label_smooth > 0.0001 else nll
+    return float((loss * msk).sum().detach() / (msk.sum() + 0.0001))
+
+
+@pytest.mark.parametrize("label_smooth", [0.0, 0.1])
+def test_loss_equals_upstream_formula(label_smooth):
+    model = tiny_model().eval()
+    examples = copy_task(6, seed=5)
+    layout = Layout(examples, 32)
+    batch = collate(layout, list(range(6)), pad_multiple=8, select_multiple=8)
+    with torch.no_grad():
+        ours = float(LossModel(model, label_smooth)(batch.input_ids, batch.index, batch.target, batch.weight))
+    assert ours == pytest.approx(reference_loss(model, examples, 32, label_smooth), rel=1e-6)
+
+
+def test_bf16_loss_close_to_fp32():
+    model = tiny_model().eval()
+    batch = collate(Layout(copy_task(6, seed=5), 32), list(range(6)), pad_multiple=8)
+    args = (batch.input_ids, batch.index, batch.target, batch.weight)
+    with torch.no_grad():
+        fp32 = float(LossModel(model, 0.1)(*args))
+        lora.mark_only_lora_as_trainable(model)
+        assert store_frozen_weights(model, "bf16") == 4 * TINY["n_layer"]  # c_attn, c_proj, c_fc, mlp.c_proj
+        with autocast(torch.device("cpu"), "bf16"):
+            bf16 = float(LossModel(model, 0.1, "bf16")(*args))
+    assert bf16 == pytest.approx(fp32, rel=2e-2)
+    assert bf16 != fp32
+
+
+def test_validation_loss_is_upstreams_mean_of_batch_means():
+    model = tiny_model().eval()
+    examples = copy_task(10, seed=2)
+    layout = Layout(examples, 32)
+    groups = [[0, 9, 3], [1, 2, 4, 5, 6, 7, 8]]  # any forward grouping gives the same answer
+    batches = [collate(layout, g, pad_multiple=8, select_multiple=8) for g in groups]
+    got = evaluate(LossModel(model), batches, 10, torch.device("cpu"), "fp32", valid_batch_size=4)
+    with torch.no_grad():
+        expected = sum(reference_loss(model, examples[i:i + 4], 32, 0.0) for i in range(0, 10, 4)) / 3
+    assert got["valid_loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def upstream_adamw_reference(params, grads_per_step, lrs, betas, eps, wd, correct_bias):
+    """Upstream optimizer.AdamW.step, one parameter at a time, as plain tensor maths."""
+    params = [p.clone() for p in params]
+    m = [torch.zeros_like(p) for p in params]
+    v = [torch.zeros_like(p) for p in params]
+    for t, (grads, lr) in enumerate(zip(grads_per_step, lrs), 1):
+        for k, g in enumerate(grads):
+            m[k] = m[k] * betas[0] + g * (1 - betas[0])
+            v[k] = v[k] * betas[1] + g * g * (1 - betas[1])
+            step = lr * math.sqrt(1 - betas[1] ** t) / (1 - betas[0] ** t) if correct_bias else lr
+            params[k] = params[k] - step * m[k] / (v[k].sqrt() + eps)
+            params[k] = params[k] - lr * wd * params[k]  # decay after the update, on the new weight
+    return params
+
+
+@pytest.mark.parametrize("correct_bias,wd", [(True, 0.01), (False, 0.0), (True, 0.0)])
+def test_adamw_matches_upstream_update(correct_bias, wd):
+    torch.manual_seed(0)
+    start = [torch.randn(4, 3, dtype=torch.float64), torch.randn(5, dtype=torch.float64)]
+    grads = [[torch.randn_like(p) for p in start] for _ in range(5)]
+    lrs = [0.0, 0.01, 0.02, 0.015, 0.005]
+    params = [torch.nn.Parameter(p.clone()) for p in start]
+    opt = AdamW(params, lr=1.0, betas=(0.9, 0.999), eps=1e-6, weight_decay=wd, correct_bias=correct_bias)
+    for g, lr in zip(grads, lrs):
+        for p, gk in zip(params, g):
+            p.grad = gk.clone()
+        opt.param_groups[0]["lr"] = lr
+        opt.step()
+    expected = upstream_adamw_reference(start, grads, lrs, (0.9, 0.999), 1e-6, wd, correct_bias)
+    for p, e in zip(params, expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-12, atol=1e-14)
+
+
+def test_schedules():
+    linear = Schedule("linear", 1.0, warmup_step=2, max_step=6)
+    assert [linear(i) for i in range(8)] == [0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+    assert [Schedule("constant", 2.0, warmup_step=4)(i) for i in (0, 1, 4, 9)] == [0.0, 0.5, 2.0, 2.0]
+    cosine = Schedule("cosine", 1.0, warmup_step=2, max_step=10)
+    assert [cosine(i) for i in (0, 1, 2, 5, 10, 12)] == pytest.approx([0.0, 0.5, 0.9045085, 0.5, 0.0, 0.0])
+    assert Schedule("inv_sqrt", 0.3)(100) == 0.3  # upstream builds no scheduler for it
+    cycle = Schedule("cycle", 1.0, i_steps=[0, 4, 8], i_lrs=[0.1, 0.5, 0.3])
+    assert [cycle(i) for i in (0, 2, 4, 6, 9)] == pytest.approx([0.1, 0.3, 0.5, 0.4, 0.3], rel=1e-5)
+
+
+def test_tiny_model_overfits(files, tmp_path):
+    main(base_args(files, tmp_path / "run", "--lora_dim", "0", "--lr", "0.02", "--weight_decay", "0",
+                   "--max_epoch", "20", "--train_batch_size", "8", "--warmup_step", "4", "--correct_bias",
+                   "--adam_beta2", "0.999", "--eval_interval", "1000", "--save_interval", "1000"))
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    train = [r["loss"] for r in records if r["event"] == "train"]
+    valid = [r["valid_loss"] for r in records if r["event"] == "eval"]
+    assert train[0] > 4.0 and train[-1] < 0.45 * train[0]  # from ~ln(128) to well below half
+    assert valid[-1] < valid[0]
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+
+
+def test_resume_after_interrupt_is_bit_exact(files, tmp_path):
+    common = ["--lora_dim", "4", "--lora_alpha", "8", "--lora_dropout", "0.2", "--label_smooth", "0.1",
+              "--lr", "0.005", "--max_epoch", "4", "--train_batch_size", "4", "--grad_acc", "2", "--clip", "1.0",
+              "--warmup_step", "2", "--correct_bias", "--save_interval", "3", "--eval_interval", "4"]
+    main(base_args(files, tmp_path / "full", *common))
+    main(base_args(files, tmp_path / "cut", *common, "--stop_at_step", "5"))
+    assert not (tmp_path / "cut" / "model.8.pt").exists()
+    main(base_args(files, tmp_path / "cut", *common, "--resume"))
+    a = load_checkpoint_file(tmp_path / "full" / "model.8.pt")["model_state_dict"]
+    b = load_checkpoint_file(tmp_path / "cut" / "model.8.pt")["model_state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    start = tiny_model(r=4)  # different from the start: training did happen
+    assert not torch.equal(a["module.transformer.h.0.attn.c_attn.lora_A"],
+                           start.state_dict()["transformer.h.0.attn.c_attn.lora_A"])
+
+
+def test_padded_and_dynamic_batching_train_the_same(files, tmp_path):
+    common = ["--lora_dim", "4", "--lora_alpha", "8", "--lr", "0.01", "--max_step", "3", "--label_smooth", "0.1"]
+    for mode in ("padded", "dynamic"):
+        main(base_args(files, tmp_path / mode, *common, "--batching", mode))
+    a, b = (load_checkpoint_file(tmp_path / m / "model.3.pt")["model_state_dict"] for m in ("padded", "dynamic"))
+    for k in a:  # same examples, same masks: only float summation order differs
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+def test_full_finetune_safetensors_and_merged(files, tmp_path):
+    work = tmp_path / "ft"
+    main(base_args(files, work, "--lora_dim", "0", "--lr", "0.001", "--max_step", "2", "--save_format",
+                   "safetensors"))
+    weights = load_checkpoint_file(work / "model.2.safetensors")
+    assert "transformer.wte.weight" in weights and len(weights) == len(dict(tiny_model(r=0).named_parameters()))
+
+    lora_work = tmp_path / "lora"
+    main(base_args(files, lora_work, "--lora_dim", "4", "--lora_alpha", "8", "--lr", "0.01", "--max_step", "3",
+                   "--save_merged"))
+    # merged model == base (same seed) + trained LoRA weights, as the beam search would load them
+    config = GPT2Config.from_hf_config(files / "config.json", lora_attn_dim=4, lora_attn_alpha=8)
+    torch.manual_seed(3)
+    with_lora = GPT2LMModel(config)
+    trained = load_checkpoint_file(lora_work / "model.3.pt")["model_state_dict"]
+    assert trained and all(k.startswith("module.transformer.") and "lora_" in k for k in trained)
+    assert not with_lora.load_state_dict({k[len("module."):]: v for k, v in trained.items()}, strict=False).unexpected_keys
+    merged = GPT2LMModel(GPT2Config.from_hf_config(lora_work / "merged" / "config.json"))
+    merged.load_weight(load_checkpoint_file(lora_work / "merged"))
+    ids = torch.tensor([[5, 9, 127, 65, 69]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged.eval()(ids), with_lora.eval()(ids), rtol=1e-5, atol=1e-5)
+
+
+def run_cli(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return exit_info.value.code, err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--max_epoch", "1", "--precision", "fp8"], "--precision"),
+    (["--max_epoch", "1", "--lora_dim", "-1"], "--lora_dim"),
+    ([], "--max_epoch or --max_step"),
+    (["--max_epoch", "1", "--fp16"], "CUDA"),
+    (["--max_epoch", "1", "--init_checkpoint", "/nonexistent/gpt2.bin"], "not found"),
+    (["--max_epoch", "1", "--resume"], "nothing to resume"),
+    (["--max_epoch", "1", "--max_tokens", "64"], "--batching bucketed"),
+])
+def test_bad_flags_are_one_line_errors(files, tmp_path, capsys, extra, message):
+    code, err = run_cli(base_args(files, tmp_path / "w", *extra), capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_missing_files_and_existing_run(files, tmp_path, capsys):
+    argv = base_args(files, tmp_path / "w", "--max_step", "1")
+    code, err = run_cli([a.replace("train.jsonl", "nope.jsonl") for a in argv], capsys)
+    assert code == 2 and len(err) == 1 and "nope.jsonl" in err[0]
+    code, err = run_cli([a.replace(str(files / "config.json"), "gpt2.xl") for a in argv], capsys)
+    assert code == 2 and len(err) == 1 and "gpt2.xl" in err[0]
+    main(argv)
+    capsys.readouterr()
+    code, err = run_cli(argv, capsys)  # a second fresh run would overwrite the first one's checkpoints
+    assert code == 2 and "--resume" in err[-1] and len(err) == 1
