@@ -1,0 +1,6 @@
+"""Official-equivalent NLG metrics.
+
+E2E (tuetschek/e2e-metrics): ``mteval`` (BLEU/NIST, both routes), ``meteor`` (jar bridge),
+``ptb_tokenizer`` (CoreNLP PTBTokenizer bridge), ``rouge`` (ROUGE-L), ``cider`` (CIDEr), ``e2e`` (input
+reading and the five-metric computation). Modules are imported on demand; nothing here starts a JVM.
+"""

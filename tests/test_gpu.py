@@ -1,0 +1,76 @@
+"""CUDA-only checks (skipped without a GPU): the fast GPU paths compute what the CPU reference computes."""
+
+import pytest
+import torch
+
+from conftest import requires_cuda
+from gpt2_lora import lora
+from gpt2_lora.beam import BeamSettings, generate
+from gpt2_lora.model import GPT2Config, GPT2LMModel, KVCache
+from gpt2_lora.trainstep import LossModel, autocast
+
+pytestmark = requires_cuda
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def tiny_model(seed=0, sharpen=1.0):
+    torch.manual_seed(seed)
+    config = GPT2Config(n_embd=128, n_layer=2, n_head=4, n_positions=256, lora_attn_dim=4, lora_attn_alpha=32)
+    model = GPT2LMModel(config).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, lora.MergedLinear):
+                module.lora_B.normal_(0, 0.05)
+        model.transformer.wte.weight.mul_(sharpen)
+    return model
+
+
+def test_logits_and_cache_on_cuda_match_cpu():
+    model = tiny_model()
+    ids = torch.randint(0, 50257, (3, 40))
+    ref = model(ids)
+    gpu = model.cuda()
+    out = gpu(ids.cuda()).cpu()
+    assert (out - ref).abs().max() < 1e-4
+    cache = KVCache(gpu.config, 3, max_len=40)
+    steps = [gpu(ids[:, :30].cuda(), cache=cache)[:, -1]]
+    for t in range(30, 40):
+        steps.append(gpu(ids[:, t:t + 1].cuda(), cache=cache)[:, -1])
+    assert (steps[-1].cpu() - ref[:, -1]).abs().max() < 1e-4
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        low = gpu(ids.cuda()).float().cpu()
+    assert ((low - ref).norm() / ref.norm()) < 3e-2
+
+
+def test_beam_on_cuda_gives_the_cpu_tokens():
+    model = tiny_model(seed=1, sharpen=8.0)
+    contexts = [list(torch.randint(0, 50257, (n,)).tolist()) for n in (5, 9, 14, 9, 30)]
+    contexts.append(contexts[1])  # a duplicate
+    settings = BeamSettings(beam=4, eval_len=12, seq_len=64, length_penalty=0.8, no_repeat_ngram_size=2,
+                            eos_token_id=(50256, 628))
+    cpu = generate(model, contexts, settings, progress=False)
+    gpu = generate(model.cuda(), contexts, settings, progress=False)
+    assert gpu == cpu
+
+
+def test_bf16_training_loss_close_to_fp32():
+    model = tiny_model(seed=2).cuda().train()
+    lora.mark_only_lora_as_trainable(model)
+    ids = torch.randint(0, 50257, (4, 33), device="cuda")
+    index = torch.arange(10, 4 * 33, 3, device="cuda")
+    target = torch.randint(0, 50257, (index.numel(),), device="cuda")
+    weight = torch.ones(index.numel(), device="cuda")
+    ref = LossModel(model, label_smooth=0.1)(ids, index, target, weight)
+    with autocast(torch.device("cuda"), "bf16"):
+        low = LossModel(model, label_smooth=0.1, precision="bf16")(ids, index, target, weight)
+    assert torch.isfinite(low) and abs(float(low) - float(ref)) / float(ref) < 1e-2
+    low.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
