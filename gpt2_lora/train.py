@@ -42,6 +42,7 @@ from .model import CARDS, GPT2Config, GPT2LMModel
 from .optim import SCHEDULERS, AdamW, Schedule, grouped_parameters
 from .trainstate import (RESUME_FILE, Progress, RunLog, load_resume, save_merged, save_resume, save_weights,
                          set_rng_state, trainable_state, weights_path)
+from .cudagraph import GraphedStepper, unsupported_reason
 from .trainstep import PRECISIONS, LossModel, Stepper, check_precision, evaluate, store_frozen_weights
 
 
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="padded: to --seq_len like upstream; dynamic: to the longest in the batch; bucketed: by length")
     b("--max_tokens", type=int, default=None, help="with --batching bucketed: token budget per batch "
       "instead of --train_batch_size examples")
+    b("--cuda_graphs", action="store_true",
+      help="replay each step (forward, backward, AdamW) as a CUDA graph: one GPU, --grad_acc 1, fp32/bf16")
     b("--pad_multiple", type=int, default=None, help="round padded lengths up to this [8; 32 with --compile reduce-overhead]")
     b("--resume", action="store_true", help=f"continue from --work_dir/{RESUME_FILE}")
     b("--overwrite", action="store_true", help="allow a fresh run in a --work_dir that holds one")
@@ -145,7 +148,9 @@ def check_args(args) -> None:
     if args.max_step is None and args.max_epoch is None and args.scheduler != "cycle":
         raise UserError("give --max_epoch or --max_step (how long to train)")
     # CUDA graphs need few distinct shapes; otherwise pad little (compile uses dynamic shapes)
-    args.cudagraphs = bool(args.compile) and "reduce-overhead" in args.compile
+    args.cudagraphs = (bool(args.compile) and "reduce-overhead" in args.compile) or args.cuda_graphs
+    if args.cuda_graphs and args.compile:
+        raise UserError("--cuda_graphs and --compile are alternatives; give one")
     if args.pad_multiple is None:
         args.pad_multiple = 32 if args.cudagraphs else 8
     try:
@@ -276,7 +281,13 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     if args.compile:
         step_fn = torch.compile(step_fn, mode=None if args.compile == "default" else args.compile, dynamic=True)
     stepper = Stepper(step_fn, optimizer, schedule, device, args.precision, args.grad_acc, args.clip, ddp=ddp,
-                      cudagraphs=args.cudagraphs)
+                      cudagraphs=args.cudagraphs and bool(args.compile))
+    if args.cuda_graphs:
+        reason = unsupported_reason(device, world_size, args.grad_acc, args.precision)
+        if reason:
+            say(f"note: {reason}; using the eager step")
+        else:
+            stepper = GraphedStepper(loss_model, optimizer, schedule, device, args.precision, max_step, args.clip)
     if args.resume and "scaler" in state and stepper.scaler is not None:
         stepper.scaler.load_state_dict(state["scaler"])
 
@@ -285,7 +296,8 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
         f"params | {len(train_layout):,} train / {len(valid_layout):,} valid examples | max_step {max_step} | "
         f"{device} x{world_size}, {args.precision}" + (f" ({n_frozen_low} frozen weights stored low)" if n_frozen_low
                                                         else "") + f", batching {args.batching}"
-        + (f", compile {args.compile}" if args.compile else ""))
+        + (f", compile {args.compile}" if args.compile else "")
+        + (", CUDA graphs" if isinstance(stepper, GraphedStepper) else ""))
     if rank == 0:
         work_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(work_dir / "args.json") as handle:

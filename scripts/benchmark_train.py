@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpt2_lora import lora  # noqa: E402
 from gpt2_lora.fileio import atomic_write  # noqa: E402
+from gpt2_lora.cudagraph import GraphedStepper  # noqa: E402
 from gpt2_lora.batching import Layout, collate, read_encoded, token_budget_batches  # noqa: E402
 from gpt2_lora.model import GPT2Config, GPT2LMModel  # noqa: E402
 from gpt2_lora.optim import AdamW, Schedule, grouped_parameters  # noqa: E402
@@ -56,6 +57,8 @@ OURS = {
     "ours bf16": ("bf16", None, "dynamic", False),
     "ours bf16+compile": ("bf16", "default", "dynamic", False),
     "ours bf16+compile+cudagraphs": ("bf16", "reduce-overhead", "dynamic", False),
+    "ours fp32 CUDA graph": ("fp32", "graph", "dynamic", False),
+    "ours bf16 CUDA graph": ("bf16", "graph", "dynamic", False),
     "ours bf16+compile token-budget": ("bf16", "default", "dynamic", True),
 }
 HF = {"HF+PEFT fp32": "fp32", "HF+PEFT bf16 autocast": "bf16"}
@@ -135,7 +138,8 @@ def time_steps(step, batches, device, steps: int, warm: int) -> tuple[float, lis
 
 def run_ours(name, examples, config, args, device):
     precision, compile_mode, padding, budget = OURS[name]
-    batches = make_batches(examples, args, budget, padding == "padded", compile_mode == "reduce-overhead")
+    graphed = compile_mode == "graph"  # gpt2_lora.cudagraph: the whole step as one CUDA graph per shape
+    batches = make_batches(examples, args, budget, padding == "padded", compile_mode in ("reduce-overhead", "graph"))
     if device.type == "cuda":
         batches = [b.pin_memory() for b in batches]
     torch.manual_seed(0)
@@ -144,12 +148,17 @@ def run_ours(name, examples, config, args, device):
     lora.mark_only_lora_as_trainable(model)
     store_frozen_weights(model, precision)
     loss_model = LossModel(model, label_smooth=0.1, precision=precision).train()
-    fn = loss_model if compile_mode is None else torch.compile(
+    fn = loss_model if compile_mode in (None, "graph") else torch.compile(
         loss_model, mode=None if compile_mode == "default" else compile_mode, dynamic=True)
     optimizer = AdamW(grouped_parameters(model, False), lr=2e-4, betas=(0.9, 0.999), eps=1e-6,
                       weight_decay=0.01, correct_bias=True)
-    stepper = Stepper(fn, optimizer, Schedule("linear", 2e-4, 500, E2E_STEPS), device, precision,
-                      cudagraphs=compile_mode == "reduce-overhead")
+    schedule = Schedule("linear", 2e-4, 500, E2E_STEPS)
+    if graphed:
+        if device.type != "cuda":
+            raise RuntimeError("CUDA graphs need a GPU")
+        stepper = GraphedStepper(fn, optimizer, schedule, device, precision, E2E_STEPS)
+    else:
+        stepper = Stepper(fn, optimizer, schedule, device, precision, cudagraphs=compile_mode == "reduce-overhead")
     count = [0]
 
     def step(batch):

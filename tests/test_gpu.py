@@ -74,3 +74,44 @@ def test_bf16_training_loss_close_to_fp32():
     low.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("precision,clip", [("fp32", 0.0), ("bf16", 0.5)])
+def test_graphed_step_follows_the_eager_step(precision, clip):
+    from gpt2_lora.cudagraph import GraphedStepper
+    from gpt2_lora.optim import AdamW, Schedule, grouped_parameters
+    from gpt2_lora.trainstep import Stepper, store_frozen_weights
+
+    def build():
+        model = tiny_model(seed=3).cuda().train()
+        lora.mark_only_lora_as_trainable(model, bias="lora_only")
+        store_frozen_weights(model, precision)
+        optimizer = AdamW(grouped_parameters(model, True), lr=1e-3, betas=(0.9, 0.999), eps=1e-6,
+                          weight_decay=0.01, correct_bias=True)
+        return model, LossModel(model, label_smooth=0.1, precision=precision), optimizer
+
+    schedule = Schedule("linear", 1e-3, 2, 20)
+    batches = []
+    gen = torch.Generator().manual_seed(0)
+    for t, k in [(32, 64), (64, 128), (32, 64), (64, 128), (32, 64), (32, 128)]:
+        ids = torch.randint(0, 50257, (4, t), generator=gen)
+        index = torch.randperm(4 * t, generator=gen)[:k].sort().values
+        target = torch.randint(0, 50257, (k,), generator=gen)
+        weight = (torch.rand(k, generator=gen) > 0.1).float()
+        batches.append(type("B", (), dict(input_ids=ids.cuda(), index=index.cuda(), target=target.cuda(),
+                                          weight=weight.cuda()))())
+    results = []
+    for graphed in (False, True):
+        model, loss_model, optimizer = build()
+        stepper = (GraphedStepper(loss_model, optimizer, schedule, torch.device("cuda"), precision, 20, clip)
+                   if graphed else Stepper(loss_model, optimizer, schedule, torch.device("cuda"), precision, clip=clip))
+        for i, b in enumerate(batches):
+            stepper.micro_step(b, True)
+            stepper.optimizer_step(i)
+        results.append(([p.detach().clone() for p in model.parameters() if p.requires_grad], stepper.read_loss()))
+    (eager, eager_loss), (graph, graph_loss) = results
+    assert abs(eager_loss - graph_loss) < 1e-3 * abs(eager_loss)
+    start = [p.detach() for p in build()[0].parameters() if p.requires_grad]
+    assert any(not torch.equal(e, s) for e, s in zip(eager, start))  # the steps did move the weights
+    for e, g in zip(eager, graph):
+        assert torch.allclose(e, g, rtol=1e-4, atol=1e-6), float((e - g).abs().max())

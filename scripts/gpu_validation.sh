@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# GPU validation runs (issue 7.3; results in BENCHMARKS.md). No pretrained GPT-2 exists on the GPU
+# machines, so the chain is shown on what can be run there:
+#
+#   scripts/gpu_validation.sh quality OUT   full fine-tuning of a randomly initialised GPT-2 sm on E2E
+#                                           (then the paper's beam settings), and a LoRA run on top of that
+#                                           checkpoint adapting it to WebNLG (plus the same decode without
+#                                           LoRA, as the control)
+#   scripts/gpu_validation.sh speed OUT     the paper's E2E recipe (GPT-2 M, r=4, batch 8, 5 epochs = 26,290
+#                                           steps) on random base weights, wall-clock, then the test-set beam
+#   scripts/gpu_validation.sh scaling OUT   the same recipe for $SCALE_STEPS steps on 1 GPU and on 2 GPUs
+#                                           (torchrun, same global batch 8), eager DDP step
+#
+# Needs data/e2e and data/webnlg_challenge_2017 prepared (scripts/download_data.sh). Predictions come
+# back as predict.*.jsonl; score them with gpt2_lora.decode + eval/measure_scores.py / eval/eval.py
+# (Java, nltk), which scripts/run_pipeline.sh also does. QUICK=1 shrinks everything for a CPU rehearsal.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PYTHON="${PYTHON:-python}"
+MODE=${1:?usage: scripts/gpu_validation.sh quality|speed|scaling OUT}
+OUT=${2:?usage: scripts/gpu_validation.sh quality|speed|scaling OUT}
+mkdir -p "$OUT"
+E2E="$REPO/data/e2e"; WEBNLG="$REPO/data/webnlg_challenge_2017"
+for f in "$E2E/train.jsonl" "$E2E/test.jsonl" "$WEBNLG/train.jsonl" "$WEBNLG/test.jsonl"; do
+  [ -f "$f" ] || { echo "error: $f missing: run scripts/download_data.sh" >&2; exit 2; }
+done
+
+if [ "${QUICK:-0}" = 1 ]; then  # CPU rehearsal: tiny model, a few steps, a slice of the test sets
+  echo '{"n_embd": 64, "n_layer": 2, "n_head": 2, "n_positions": 512, "vocab_size": 50257}' > "$OUT/tiny.json"
+  SM="$OUT/tiny.json"; MD="$OUT/tiny.json"; DEV=cpu; GRAPHS=(); PREC=fp32
+  FT_STEPS=(--max_step 30); LORA_STEPS=(--max_step 20); SPEED_STEPS=(--max_step 20); SCALE_STEPS=${SCALE_STEPS:-10}
+  head -40 "$E2E/test.jsonl" > "$OUT/e2e_test.jsonl"; head -40 "$WEBNLG/test.jsonl" > "$OUT/webnlg_test.jsonl"
+  E2E_TEST="$OUT/e2e_test.jsonl"; WEBNLG_TEST="$OUT/webnlg_test.jsonl"
+else
+  SM=gpt2.sm; MD=gpt2.md; DEV=cuda; GRAPHS=(--cuda_graphs); PREC=bf16
+  [ "${NO_GRAPHS:-0}" = 1 ] && GRAPHS=()
+  FT_STEPS=(--max_epoch "${FT_EPOCHS:-8}"); LORA_STEPS=(--max_epoch "${LORA_EPOCHS:-5}"); SPEED_STEPS=(--max_epoch 5)
+  SCALE_STEPS=${SCALE_STEPS:-600}
+  E2E_TEST="$E2E/test.jsonl"; WEBNLG_TEST="$WEBNLG/test.jsonl"
+fi
+# the paper's decoding (beam 10, no-repeat 4, EOS {50256, 628}); length penalty given per call
+beam() {  # beam OUTFILE DATA CARD LORA_DIM LP WEIGHTS...
+  local out=$1 data=$2 card=$3 r=$4 lp=$5; shift 5
+  "$PYTHON" -m gpt2_lora.beam --data "$data" --batch_size 1 --seq_len 512 --eval_len 64 --model_card "$card" \
+    --lora_dim "$r" --lora_alpha 32 --beam 10 --length_penalty "$lp" --no_repeat_ngram_size 4 \
+    --repetition_penalty 1.0 --eos_token_id 628 --device "$DEV" --work_dir "$OUT" --output_file "$out" "$@"
+}
+last_ckpt() { ls "$1" | grep -E '^model\.[0-9]+\.pt$' | sort -t. -k2,2n | tail -1 | sed "s|^|$1/|"; }
+
+case "$MODE" in
+quality)
+  # 1. E2E from scratch, full fine-tuning (no pretrained weights exist here)
+  s=$SECONDS
+  "$PYTHON" -m gpt2_lora.train --train_data "$E2E/train.jsonl" --valid_data "$E2E/valid.jsonl" \
+    --model_card "$SM" --lora_dim 0 --train_batch_size 32 --valid_batch_size 16 --seq_len 512 \
+    --lr 0.0005 --weight_decay 0.01 --correct_bias --adam_beta2 0.999 --scheduler linear --warmup_step 500 \
+    "${FT_STEPS[@]}" --label_smooth 0.1 --random_seed 110 --precision "$PREC" "${GRAPHS[@]}" --device "$DEV" \
+    --log_interval 500 --eval_interval 100000 --save_interval 100000 --work_dir "$OUT/e2e_full" --overwrite
+  echo "e2e full fine-tuning: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
+  BASE=$(last_ckpt "$OUT/e2e_full")
+  for lp in 0.8 0.9; do
+    s=$SECONDS; beam "predict.e2e_full.p${lp/./}.jsonl" "$E2E_TEST" "$SM" 0 "$lp" --init_checkpoint "$BASE"
+    echo "e2e beam lp $lp: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
+  done
+  # 2. LoRA (the paper's WebNLG recipe) on top of that checkpoint
+  s=$SECONDS
+  "$PYTHON" -m gpt2_lora.train --train_data "$WEBNLG/train.jsonl" --valid_data "$WEBNLG/valid.jsonl" \
+    --model_card "$SM" --init_checkpoint "$BASE" --train_batch_size 8 --valid_batch_size 4 --seq_len 512 \
+    --lr 0.0002 --weight_decay 0.01 --correct_bias --adam_beta2 0.999 --scheduler linear --warmup_step 500 \
+    "${LORA_STEPS[@]}" --lora_dim 4 --lora_alpha 32 --lora_dropout 0.1 --label_smooth 0.1 --random_seed 110 \
+    --precision "$PREC" "${GRAPHS[@]}" --device "$DEV" --log_interval 500 --eval_interval 100000 \
+    --save_interval 100000 --work_dir "$OUT/webnlg_lora" --overwrite
+  echo "webnlg lora: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
+  beam predict.webnlg_lora.jsonl "$WEBNLG_TEST" "$SM" 4 0.8 --init_checkpoint "$(last_ckpt "$OUT/webnlg_lora")" \
+    --base_checkpoint "$BASE"
+  beam predict.webnlg_base.jsonl "$WEBNLG_TEST" "$SM" 0 0.8 --init_checkpoint "$BASE"  # control: no LoRA
+  ;;
+speed)
+  s=$SECONDS
+  "$PYTHON" -m gpt2_lora.train --train_data "$E2E/train.jsonl" --valid_data "$E2E/valid.jsonl" \
+    --train_batch_size 8 --grad_acc 1 --valid_batch_size 4 --seq_len 512 --model_card "$MD" --clip 0.0 \
+    --lr 0.0002 --weight_decay 0.01 --correct_bias --adam_beta2 0.999 --scheduler linear --warmup_step 500 \
+    "${SPEED_STEPS[@]}" --save_interval 1000 --lora_dim 4 --lora_alpha 32 --lora_dropout 0.1 --label_smooth 0.1 \
+    --random_seed 110 --precision "$PREC" "${GRAPHS[@]}" --device "$DEV" --log_interval 1000 \
+    --work_dir "$OUT/e2e_speed" --overwrite
+  echo "paper E2E recipe, GPT-2 M, random base: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
+  s=$SECONDS
+  "$PYTHON" -c "import torch, sys; sys.path.insert(0, '$REPO'); from gpt2_lora.model import *; \
+m = GPT2LMModel(GPT2Config.resolve('$MD')); torch.save(m.state_dict(), '$OUT/random_base.pt')"
+  beam predict.e2e_speed.jsonl "$E2E_TEST" "$MD" 4 0.8 --init_checkpoint "$(last_ckpt "$OUT/e2e_speed")" \
+    --base_checkpoint "$OUT/random_base.pt"
+  echo "beam of the test set (incl. loading): $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
+  rm -f "$OUT/random_base.pt"
+  ;;
+scaling)
+  for n in 1 2; do
+    s=$SECONDS
+    launch=("$PYTHON" -m gpt2_lora.train); [ "$n" -gt 1 ] && launch=(torchrun --standalone --nproc_per_node="$n" -m gpt2_lora.train)
+    [ "$DEV" = cpu ] && DEVFLAG=(--device cpu) || DEVFLAG=()
+    "${launch[@]}" --train_data "$E2E/train.jsonl" --valid_data "$E2E/valid.jsonl" \
+      --train_batch_size $((8 / n)) --valid_batch_size 4 --seq_len 512 --model_card "$MD" --lr 0.0002 \
+      --weight_decay 0.01 --correct_bias --adam_beta2 0.999 --scheduler linear --warmup_step 500 \
+      --max_step "$SCALE_STEPS" --lora_dim 4 --lora_alpha 32 --lora_dropout 0.1 --label_smooth 0.1 \
+      --random_seed 110 --precision "$PREC" "${DEVFLAG[@]}" --log_interval 100 --eval_interval 100000 \
+      --save_interval 100000 --work_dir "$OUT/scale_$n" --overwrite
+    echo "scaling: $n process(es), $SCALE_STEPS steps of global batch 8: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
+  done
+  ;;
+*) echo "error: mode must be quality, speed or scaling (got '$MODE')" >&2; exit 2 ;;
+esac
