@@ -93,28 +93,29 @@ class GraphedStepper:
             loss = self.loss_fn(*static)
         self.loss_sum.add_(loss.detach())
         loss.backward()
-        if self.clip > 0:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-            torch._foreach_mul_(grads, torch.clamp(self.clip / (norm + 1e-6), max=1.0))
-        at = self.counter.view(1)  # indexing with a device tensor: no host read inside the graph
-        for group, (sizes, decays) in zip(self.optimizer.param_groups, self.tables):
-            params = group["params"]
-            beta1, beta2 = group["betas"]
-            g = [p.grad for p in params]
-            m = [self.optimizer.state[p]["exp_avg"] for p in params]
-            v = [self.optimizer.state[p]["exp_avg_sq"] for p in params]
-            torch._foreach_mul_(m, beta1)
-            torch._foreach_add_(m, g, alpha=1.0 - beta1)
-            torch._foreach_mul_(v, beta2)
-            torch._foreach_addcmul_(v, g, g, value=1.0 - beta2)
-            update = torch._foreach_sqrt(v)
-            torch._foreach_add_(update, group["eps"])
-            update = torch._foreach_div(m, update)
-            torch._foreach_mul_(update, sizes.index_select(0, at).squeeze(0))
-            torch._foreach_sub_(params, update)
-            if group["weight_decay"] > 0.0:  # upstream: after the update, on the updated weight
-                torch._foreach_add_(params, torch._foreach_mul(params, decays.index_select(0, at).squeeze(0)))
-        self.counter.add_(1)
+        with torch.no_grad():  # the optimizer's in-place updates of leaf parameters
+            if self.clip > 0:
+                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+                torch._foreach_mul_(grads, torch.clamp(self.clip / (norm + 1e-6), max=1.0))
+            at = self.counter.view(1)  # indexing with a device tensor: no host read inside the graph
+            for group, (sizes, decays) in zip(self.optimizer.param_groups, self.tables):
+                params = group["params"]
+                beta1, beta2 = group["betas"]
+                g = [p.grad for p in params]
+                m = [self.optimizer.state[p]["exp_avg"] for p in params]
+                v = [self.optimizer.state[p]["exp_avg_sq"] for p in params]
+                torch._foreach_mul_(m, beta1)
+                torch._foreach_add_(m, g, alpha=1.0 - beta1)
+                torch._foreach_mul_(v, beta2)
+                torch._foreach_addcmul_(v, g, g, value=1.0 - beta2)
+                update = torch._foreach_sqrt(v)
+                torch._foreach_add_(update, group["eps"])
+                update = torch._foreach_div(m, update)
+                torch._foreach_mul_(update, sizes.index_select(0, at).squeeze(0))
+                torch._foreach_sub_(params, update)
+                if group["weight_decay"] > 0.0:  # upstream: after the update, on the updated weight
+                    torch._foreach_add_(params, torch._foreach_mul(params, decays.index_select(0, at).squeeze(0)))
+            self.counter.add_(1)
 
     def _graph(self, batch: Batch):
         tensors = batch_args(batch)
@@ -130,6 +131,7 @@ class GraphedStepper:
                     with self._autocast():
                         loss = self.loss_fn(*static)
                     loss.backward()
+                    del loss  # keep no autograd node alive into the capture (its stream would be the side one)
             torch.cuda.current_stream(self.device).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):

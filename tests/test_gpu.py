@@ -114,4 +114,4 @@ def test_graphed_step_follows_the_eager_step(precision, clip):
     start = [p.detach() for p in build()[0].parameters() if p.requires_grad]
     assert any(not torch.equal(e, s) for e, s in zip(eager, start))  # the steps did move the weights
     for e, g in zip(eager, graph):
-        assert torch.allclose(e, g, rtol=1e-4, atol=1e-6), float((e - g).abs().max())
+        assert torch.allclose(e, g, rtol=1e-3, atol=1e-5), float((e - g).abs().max())

@@ -1,0 +1,64 @@
+"""The body that gpt2_lora.cudagraph captures computes the eager step (checked without capture, on the CPU;
+tests/test_gpu.py checks the captured graph itself on CUDA)."""
+
+import pytest
+import torch
+
+from gpt2_lora import lora
+from gpt2_lora.cudagraph import GraphedStepper, unsupported_reason
+from gpt2_lora.model import GPT2Config, GPT2LMModel
+from gpt2_lora.optim import AdamW, Schedule, grouped_parameters
+from gpt2_lora.trainstep import LossModel, Stepper
+
+
+def build(seed=0):
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=2, n_positions=64, lora_attn_dim=4,
+                        lora_attn_alpha=32)
+    model = GPT2LMModel(config).train()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, lora.MergedLinear):
+                m.lora_B.normal_(0, 0.05)
+    lora.mark_only_lora_as_trainable(model, bias="lora_only")
+    optimizer = AdamW(grouped_parameters(model, True), lr=1e-2, betas=(0.9, 0.999), eps=1e-6,
+                      weight_decay=0.01, correct_bias=True)
+    return model, LossModel(model, label_smooth=0.1), optimizer
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+def test_graph_body_equals_the_eager_step(clip):
+    schedule = Schedule("linear", 1e-2, 2, 10)
+    gen = torch.Generator().manual_seed(1)
+    batches = []
+    for t, k in [(16, 24), (24, 40), (16, 24), (16, 32)]:
+        ids = torch.randint(0, 97, (3, t), generator=gen)
+        index = torch.randperm(3 * t, generator=gen)[:k]
+        batches.append((ids, index, torch.randint(0, 97, (k,), generator=gen),
+                        (torch.rand(k, generator=gen) > 0.2).float()))
+    model_e, loss_e, opt_e = build()
+    eager = Stepper(loss_e, opt_e, schedule, torch.device("cpu"), "fp32", clip=clip)
+    model_g, loss_g, opt_g = build()
+    body = GraphedStepper(loss_g, opt_g, schedule, torch.device("cpu"), "fp32", max_step=10, clip=clip)
+    body._prepare(0)
+    for i, b in enumerate(batches):
+        eager.micro_step(type("B", (), dict(input_ids=b[0], index=b[1], target=b[2], weight=b[3]))(), True)
+        eager.optimizer_step(i)
+        body._body(list(b))  # what one replay runs
+    assert int(body.counter) == len(batches)
+    assert abs(eager.read_loss() - body.read_loss()) < 1e-5
+    moved = False
+    for (name, pe), pg in zip(model_e.named_parameters(), model_g.parameters()):
+        if pe.requires_grad:
+            assert torch.allclose(pe, pg, rtol=1e-5, atol=1e-6), name  # Adam amplifies last-bit rounding where |g| ~ eps
+            moved |= not torch.equal(pe, build()[0].get_parameter(name))
+    assert moved
+
+
+def test_unsupported_setups_are_named():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert "CUDA device" in unsupported_reason(cpu, 1, 1, "bf16")
+    assert "single process" in unsupported_reason(cuda, 2, 1, "bf16")
+    assert "--grad_acc 1" in unsupported_reason(cuda, 1, 2, "bf16")
+    assert "fp16" in unsupported_reason(cuda, 1, 1, "fp16")
+    assert unsupported_reason(cuda, 1, 1, "bf16") is None
