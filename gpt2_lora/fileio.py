@@ -47,15 +47,20 @@ def require_file(path: str | os.PathLike, what: str = "file") -> Path:
     return path
 
 
-def read_lines(path: str | os.PathLike, what: str = "file") -> list[str]:
-    """Read a UTF-8 text file as lines without their '\\n'; a bad byte names file and line."""
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """A UTF-8 text file's contents; a missing file or a bad byte is a one-line UserError naming it."""
     path = require_file(path, what)
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
         line_no = data.count(b"\n", 0, err.start) + 1
         raise UserError(f"{path}:{line_no}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+
+
+def read_lines(path: str | os.PathLike, what: str = "file") -> list[str]:
+    """Read a UTF-8 text file as lines without their '\\n'; a bad byte names file and line."""
+    text = read_text(path, what)
     if text.endswith("\n"):
         text = text[:-1]
     return text.split("\n") if text else []

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import UserError
+from ..fileio import read_text
 from .java import JavaUnavailable, java_available
 from .mteval import bleu_nist
 from .ptb_tokenizer import PTBTokenizer, approximate_tokenize
@@ -46,15 +47,7 @@ def read_stripped_lines(path: str | Path, what: str, blank_ok: bool = False) -> 
 
     An empty file is an error; so is one with only blank lines unless ``blank_ok`` (outputs may
     legitimately all be empty)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} file not found: {path}")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line_no = data.count(b"\n", 0, err.start) + 1
-        raise UserError(f"{path}:{line_no}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    text = read_text(path, f"{what} file")
     if text.startswith("\ufeff"):
         text = text[1:]
     lines = [line.strip() for line in text.splitlines()]
