@@ -14,6 +14,10 @@ SHARED = Path(os.environ.get("GPT2_LORA_SHARED", ROOT.parent / "shared"))
 SHARED_DATA = SHARED / "data"
 METRICS_CASES = SHARED / "metrics-cases"
 
+# microsoft/LoRA's examples/NLG/src, for the parity tests that run upstream's own code beside ours. Upstream code
+# is never committed here: fetch microsoft/LoRA (commit c4593f06) and point GPT2_LORA_UPSTREAM at the checkout.
+UPSTREAM_NLG_SRC = Path(os.environ.get("GPT2_LORA_UPSTREAM", "/tmp/up/microsoft+LoRA")) / "examples" / "NLG" / "src"
+
 requires_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared is absent")
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 requires_java = pytest.mark.skipif(shutil.which("java") is None, reason="needs a Java runtime")

@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from gpt2_lora import beam as beam_mod
 from gpt2_lora.beam import BeamSettings, generate
 from gpt2_lora.model import GPT2Config, GPT2LMModel
+from conftest import UPSTREAM_NLG_SRC
 
 V, SEP, EOS_A, EOS_B = 64, 1, 62, 63
-UPSTREAM_SRC = Path("/tmp/up/microsoft+LoRA/examples/NLG/src")
+UPSTREAM_SRC = UPSTREAM_NLG_SRC
 
 
 # ------------------------------------------------------------------------------------- tiny model

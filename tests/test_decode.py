@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from gpt2_lora import data, decode
+from conftest import UPSTREAM_NLG_SRC
 
-UPSTREAM_SRC = Path("/tmp/up/microsoft+LoRA/examples/NLG/src")
+UPSTREAM_SRC = UPSTREAM_NLG_SRC
 EOS, BLANK = 50256, 628  # <|endoftext|>, "\n\n"
 
 

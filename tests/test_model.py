@@ -14,10 +14,11 @@ from gpt2_lora import lora
 from gpt2_lora.checkpoint import load_checkpoint_file
 from gpt2_lora.errors import UserError
 from gpt2_lora.model import CARDS, GPT2Config, GPT2LMModel, KVCache, attention_mask
+from conftest import UPSTREAM_NLG_SRC
 
 transformers = pytest.importorskip("transformers")
 
-UPSTREAM_MODEL = Path("/tmp/up/microsoft+LoRA/examples/NLG/src/model.py")
+UPSTREAM_MODEL = UPSTREAM_NLG_SRC / "model.py"
 TINY = dict(n_embd=64, n_layer=2, n_head=4, vocab_size=50257, n_positions=128)
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from gpt2_lora import data, prepare
+from conftest import UPSTREAM_NLG_SRC
 
-UPSTREAM = Path(os.environ.get("GPT2_LORA_UPSTREAM", "/tmp/up/microsoft+LoRA")) / "examples" / "NLG" / "src"
+UPSTREAM = UPSTREAM_NLG_SRC
 OUTPUTS = sorted(f"{split}{suffix}.jsonl" for split in data.SPLITS for suffix in ("_formatted", ""))
 E2E_LINE = "name : Alimentum | area : city centre | family friendly : no||There is a place in the city centre . \n"
 
