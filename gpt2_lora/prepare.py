@@ -82,6 +82,9 @@ def prepare_task(task: str, src: str | os.PathLike, out: str | os.PathLike | Non
 def _write_layers(task: str, sources: dict[str, Path], out: Path, vocab, num_threads: int, stamp: dict) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
+    # root ignores permission bits, so check them: a read-only data mirror must not be written into
+    if out.is_dir() and not out.stat().st_mode & 0o222:
+        raise UserError(f"--out {out}: the folder is read-only (a data mirror?); pass --out to write elsewhere")
 
     # read and check every split before writing anything, so bad input leaves --out untouched
     reader = data.READERS["e2e" if task == "synthetic" else task]
@@ -115,6 +118,9 @@ def prepare_synthetic(out: str | os.PathLike, sizes: dict[str, int] | None = Non
         return False
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
+    # root ignores permission bits, so check them: a read-only data mirror must not be written into
+    if out.is_dir() and not out.stat().st_mode & 0o222:
+        raise UserError(f"--out {out}: the folder is read-only (a data mirror?); pass --out to write elsewhere")
     for split, lines in data.synthetic_source(sizes, seed).items():
         with atomic_write(sources[split]) as handle:
             handle.write("".join(line + "\n" for line in lines))

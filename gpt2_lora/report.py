@@ -51,12 +51,19 @@ def load_paper_numbers(path: str | Path = PAPER_NUMBERS) -> dict:
 
 
 def model_size(model_card: str) -> str:
-    """'gpt2.md' -> 'M' (also accepts M/L/S, medium/large/small, or a path ending in such a name)."""
-    name = Path(str(model_card)).name.lower()
+    """'gpt2.md' -> 'M' (also M/L/S, medium/large/small, a path ending in such a name, or an HF
+    config.json: GPT-2's own sizes map to S/M/L, any other shape is 'custom')."""
+    path = Path(str(model_card))
+    if path.suffix == ".json" and path.is_file():
+        config = _read_json(path, "--model_card config")
+        shape = (config.get("n_layer"), config.get("n_embd")) if isinstance(config, dict) else None
+        return {(12, 768): "S", (24, 1024): "M", (36, 1280): "L"}.get(shape, "custom")
+    name = path.name.lower()
     if name.endswith(".json"):
         name = name[:-5]
     if name not in _SIZES:
-        raise UserError(f"--model_card {model_card}: expected gpt2.sm, gpt2.md or gpt2.lg (or S/M/L)")
+        raise UserError(f"--model_card {model_card}: expected gpt2.sm, gpt2.md or gpt2.lg (or S/M/L), "
+                        "or an existing config.json")
     return _SIZES[name]
 
 
@@ -106,7 +113,7 @@ def build_report(task: str, scores: dict, model_card: str, paper: dict | None = 
     paper = paper if paper is not None else load_paper_numbers()
     numbers = paper["tasks"][task]
     size = model_size(model_card)
-    row_key = (paper_row or ("M" if size == "S" else size)).upper()
+    row_key = (paper_row or ("M" if size in ("S", "custom") else size)).upper()
     if row_key not in numbers["rows"]:
         raise UserError(f"--paper_row {paper_row}: the paper's {numbers['table']} has rows "
                         f"{', '.join(numbers['rows'])}")
@@ -114,6 +121,9 @@ def build_report(task: str, scores: dict, model_card: str, paper: dict | None = 
     notes = []
     if size == "S":
         notes.append("The paper reports no GPT-2 small (gpt2.sm) results: the comparison is with its "
+                     f"{row['label']} row, for reference only.")
+    elif size == "custom":
+        notes.append(f"Model {model_card} is not one of GPT-2's sizes: the comparison is with the paper's "
                      f"{row['label']} row, for reference only.")
     elif size != row_key:
         notes.append(f"Model card {model_card} is compared with the paper's {row['label']} row (as asked).")

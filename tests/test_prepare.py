@@ -72,6 +72,20 @@ def test_bad_input_leaves_out_untouched(tmp_path, vocab_dir, capsys):
     assert not out.exists() or list(out.iterdir()) == []
 
 
+def test_read_only_source_folder_is_not_written_into(tmp_path, vocab_dir, capsys):
+    src = _e2e_source(tmp_path / "mirror" / "e2e")
+    src.chmod(0o555)  # like ../shared/data; root would still be able to write, hence the explicit check
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            prepare.main(["--task", "e2e", "--src", str(src), "--vocab", str(vocab_dir)])
+        assert exit_info.value.code == 2
+        assert "read-only" in capsys.readouterr().err and _listing(src) == []
+        out = tmp_path / "out"  # --out elsewhere works
+        assert prepare.main(["--task", "e2e", "--src", str(src), "--out", str(out), "--vocab", str(vocab_dir)]) == 0
+    finally:
+        src.chmod(0o755)
+
+
 def test_interrupted_write_leaves_no_partial_file(tmp_path, vocab_dir, monkeypatch):
     src = _e2e_source(tmp_path / "e2e")
     out = tmp_path / "out"
