@@ -41,7 +41,7 @@ BASE=$(ls "$WORK/base" | grep -E '^model\.[0-9]+\.pt$' | sort -t. -k2,2n | tail 
 
 step "3/7 stage 2: LoRA fine-tuning on top of it (r=4, alpha=32, LoRA dropout 0.1)"
 python -m gpt2_lora.train "${COMMON[@]}" --init_checkpoint "$WORK/base/$BASE" --lora_dim 4 --lora_alpha 32 \
-  --lora_dropout 0.1 --lr 0.002 --warmup_step 10 --max_epoch 1 --work_dir "$WORK/lora"
+  --lora_dropout 0.1 --lr 0.002 --warmup_step 10 --max_step 80 --work_dir "$WORK/lora"
 LORA=$(ls "$WORK/lora" | grep -E '^model\.[0-9]+\.pt$' | sort -t. -k2,2n | tail -1)
 LORA_STEPS=${LORA#model.}; LORA_STEPS=${LORA_STEPS%.pt}
 
