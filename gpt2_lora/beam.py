@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import lora
+from .devices import resolve_device
 from .errors import UserError, cli
 from .fileio import atomic_write, read_lines
 from .model import GPT2Config, GPT2LMModel, attention_mask
@@ -374,20 +375,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def pick_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.isdigit():
-        name = f"cuda:{name}"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r}: not a device (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here")
-    return device
-
-
 def load_model(args: argparse.Namespace, config: GPT2Config, device: torch.device,
                dtype: torch.dtype) -> GPT2LMModel:
     from .checkpoint import load_into
@@ -410,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         print("decoding runs on rank 0 only; nothing to do here", file=sys.stderr)
         return 0
     torch.manual_seed(args.random_seed)
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     if device.type == "cuda" and dtype == torch.float32:
         torch.backends.cuda.matmul.allow_tf32 = False  # the parity path keeps full fp32 matmuls

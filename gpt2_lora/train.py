@@ -43,6 +43,7 @@ from .optim import SCHEDULERS, AdamW, Schedule, grouped_parameters
 from .trainstate import (RESUME_FILE, Progress, RunLog, load_resume, save_merged, save_resume, save_weights,
                          set_rng_state, trainable_state, weights_path)
 from .cudagraph import GraphedStepper, unsupported_reason
+from .devices import resolve_device
 from .trainstep import PRECISIONS, LossModel, Stepper, check_precision, evaluate, store_frozen_weights
 
 
@@ -158,24 +159,6 @@ def check_args(args) -> None:
         args.i_lrs = [float(x) for x in str(args.i_lrs).split(",")]
     except ValueError:
         raise UserError("--i_steps / --i_lrs must be comma-separated numbers") from None
-
-
-def resolve_device(spec: str | None, local_rank: int) -> torch.device:
-    if spec is None:
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    if spec.isdigit():
-        spec = f"cuda:{spec}"
-    elif spec == "cuda":
-        spec = f"cuda:{local_rank}"
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise UserError(f"--device {spec!r}: expected cpu, cuda, cuda:N or N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {spec}: CUDA is not available here (use --device cpu)")
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"--device {spec}: only cpu and cuda are supported")
-    return device
 
 
 def setup_distributed(args) -> tuple[int, int, torch.device]:

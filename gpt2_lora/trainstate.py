@@ -7,7 +7,7 @@
   the lowest validation loss so far.
 * ``resume.pt``: the same weights plus optimizer state, step counters, data position and RNG states;
   replaced atomically at every save, so a crash at any moment leaves the previous one intact.
-* ``log.jsonl`` (one record per log / eval / save event), ``loss.png`` (training and validation
+* ``log.jsonl`` (one record per log / eval event), ``loss.png`` (training and validation
   loss), ``args.json``.
 """
 
