@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import lora
+from .batching import read_encoded
 from .devices import resolve_device
 from .errors import UserError, cli
 from .fileio import atomic_write, read_lines
@@ -317,20 +318,7 @@ def generate(model: GPT2LMModel, contexts: Sequence[Sequence[int]], settings: Be
 # ------------------------------------------------------------------------------------------------- CLI
 def read_contexts(path: str) -> list[list[int]]:
     """The ``context`` ids of each line of an encoded jsonl file (upstream FT_Dataset's input)."""
-    contexts = []
-    for line_no, line in enumerate(read_lines(path, "--data file"), 1):
-        where = f"{path}:{line_no}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{where}: bad JSON ({err.msg})") from None
-        context = record.get("context") if isinstance(record, dict) else None
-        if not isinstance(context, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in context):
-            raise UserError(f"{where}: 'context' must be a list of token ids (an encoded jsonl file)")
-        contexts.append(context)
-    if not contexts:
-        raise UserError(f"{path}: no lines")
-    return contexts
+    return [context for context, _ in read_encoded(path, "--data file")]
 
 
 def build_parser() -> argparse.ArgumentParser:

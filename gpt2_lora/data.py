@@ -21,7 +21,7 @@ from typing import Iterable, NamedTuple
 from tqdm import tqdm
 
 from .errors import UserError
-from .fileio import require_file
+from .fileio import read_text
 
 EOS_ID = 50256  # GPT-2 <|endoftext|>, used by upstream as both "bos" (after the context) and eos
 
@@ -48,17 +48,9 @@ class Example(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def _decode(path: Path, data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line_no = data.count(b"\n", 0, err.start) + 1
-        raise UserError(f"{path}:{line_no}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
-
-
 def _read_text(path: str | os.PathLike) -> tuple[Path, str]:
-    path = require_file(path, "source file")
-    text = _decode(path, path.read_bytes())
+    path = Path(path)
+    text = read_text(path, "source file")
     if not text.strip():
         raise UserError(f"{path}: empty file")
     return path, text
