@@ -12,8 +12,10 @@ fi
 stamp="$VENV/.gpt2_lora_installed"
 if [[ ! -f "$stamp" || "$ROOT/setup.cfg" -nt "$stamp" ]]; then
   python -m pip install -q --upgrade pip
-  # An unpinned torch would pull a multi-GB CUDA build; take the CPU build unless torch is already there.
-  python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${GPT2_LORA_TORCH:-2.13.0}"
+  # An unpinned torch would pull a multi-GB CUDA build. torch==2.13.0 is the CPU build on machines that keep
+  # it locally (this project's CI); elsewhere set GPT2_LORA_TORCH_INDEX=https://download.pytorch.org/whl/cpu.
+  INDEX=(); [ -n "${GPT2_LORA_TORCH_INDEX:-}" ] && INDEX=(--index-url "$GPT2_LORA_TORCH_INDEX")
+  python -c "import torch" 2>/dev/null || python -m pip install -q ${INDEX[@]+"${INDEX[@]}"} "torch==${GPT2_LORA_TORCH:-2.13.0}"
   python -m pip install -q -e "$ROOT[test]"
   touch "$stamp"
 fi
