@@ -30,19 +30,23 @@ ROUTES = ("perl", "python")
 _PERL_SPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
                + "\u2028\u2029\u202f\u205f\u3000")
 _PERL_SPACES = re.compile(f"[{re.escape(_PERL_SPACE)}]+")
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _PUNCT = re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])")
 _PERIOD_COMMA_AFTER = re.compile(r"([^0-9])([\.,])")
 _PERIOD_COMMA_BEFORE = re.compile(r"([\.,])([^0-9])")
 _DASH_AFTER_DIGIT = re.compile(r"([0-9])(-)")
 
 
-def _unescape(text: str) -> str:
-    text = text.replace("<skipped>", "")
+def unescape_entities(text: str) -> str:
     return text.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
 
 
-def _split_punctuation(text: str) -> str:
+def _unescape(text: str) -> str:
+    return unescape_entities(text.replace("<skipped>", ""))
+
+
+def split_punctuation(text: str) -> str:
+    """mteval-v13a's punctuation rules (also multi-bleu-detok.perl's ``tokenization``)."""
     text = _PUNCT.sub(r" \1 ", text)
     text = _PERIOD_COMMA_AFTER.sub(r"\1 \2 ", text)
     text = _PERIOD_COMMA_BEFORE.sub(r" \1 \2", text)
@@ -53,7 +57,7 @@ def perl_tokenize(text: str) -> list[str]:
     """Tokens as mteval-v13a-sig.pl sees a segment of e2e-metrics' SGML files (lower-cased)."""
     # Reading the SGML file first joins every whitespace run of the document into one space.
     text = _unescape(_PERL_SPACES.sub(" ", text))
-    text = _split_punctuation(" " + text.translate(_ASCII_LOWER) + " ")
+    text = split_punctuation(" " + text.translate(ASCII_LOWER) + " ")
     text = _PERL_SPACES.sub(" ", text).strip(" ")
     return text.split(" ") if text else []
 
@@ -62,7 +66,7 @@ def py_tokenize(text: str) -> list[str]:
     """Tokens as pymteval's ``NGramScore.tokenize`` + lower-cased n-grams (note: '' -> [''])."""
     text = re.sub(r"-\n", "", text).replace("\n", " ")
     text = _unescape(text)
-    text = _split_punctuation(" " + text + " ")
+    text = split_punctuation(" " + text + " ")
     text = re.sub(r"\s+", " ", text).strip()
     return [tok.lower() for tok in text.split(" ")]
 

@@ -24,24 +24,17 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
+from .mteval import ASCII_LOWER, split_punctuation, unescape_entities
+
 MAX_ORDER = 4
 
 _ASCII_SPACE = re.compile(r"[ \t\n\x0b\x0c\r]+")
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_PUNCT = re.compile(r"([{-~\[-` -&(-+:-@/])")
-_PERIOD_COMMA_AFTER = re.compile(r"([^0-9])([.,])")
-_PERIOD_COMMA_BEFORE = re.compile(r"([.,])([^0-9])")
-_DASH_AFTER_DIGIT = re.compile(r"([0-9])(-)")
 
 
 def tokenize(text: str) -> list[str]:
     """mteval-v13a's tokenisation as multi-bleu-detok.perl's ``tokenization`` does it, as words."""
     text = text.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
-    text = text.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
-    text = _PUNCT.sub(r" \1 ", f" {text} ")
-    text = _PERIOD_COMMA_AFTER.sub(r"\1 \2 ", text)
-    text = _PERIOD_COMMA_BEFORE.sub(r" \1 \2", text)
-    text = _DASH_AFTER_DIGIT.sub(r"\1 \2 ", text)
+    text = split_punctuation(f" {unescape_entities(text)} ")
     text = _ASCII_SPACE.sub(" ", text).strip(" ")
     return text.split(" ") if text else []
 
@@ -88,10 +81,10 @@ def corpus_bleu(hyps: Sequence[str], refs: Sequence[Sequence[str]], lowercase: b
         if not seg_refs:
             raise ValueError("a segment needs at least one reference")
         if lowercase:
-            hyp = hyp.translate(_ASCII_LOWER)
+            hyp = hyp.translate(ASCII_LOWER)
         words = tokenize(hyp)
         # a repeated reference (GenerationEval's padding) changes neither the max counts nor the length
-        ref_words = [tokenize(r.translate(_ASCII_LOWER) if lowercase else r) for r in dict.fromkeys(seg_refs)]
+        ref_words = [tokenize(r.translate(ASCII_LOWER) if lowercase else r) for r in dict.fromkeys(seg_refs)]
         # closest reference length, ties to the shorter
         hyp_len += len(words)
         ref_len += min((abs(len(words) - len(r)), len(r)) for r in ref_words)[1]
