@@ -165,7 +165,18 @@ def _kaiming(t: torch.Tensor) -> None:
     nn.init.kaiming_uniform_(t, a=math.sqrt(5))
 
 
-class Linear(LoRALayer, nn.Linear):
+class _LinearLoRA(LoRALayer, nn.Linear):
+    """What Linear and MergedLinear share (a private base: MergedLinear is not a Linear, as in loralib)."""
+
+    def reset_parameters(self):
+        nn.Linear.reset_parameters(self)
+        self._init_lora(_kaiming, nn.init.zeros_)
+
+    def _t(self, w: torch.Tensor) -> torch.Tensor:
+        return w.transpose(0, 1) if self.fan_in_fan_out else w
+
+
+class Linear(_LinearLoRA):
     """nn.Linear with a LoRA update; ``fan_in_fan_out=True`` stores weight as (in, out) like GPT-2's Conv1D."""
 
     def __init__(self, in_features: int, out_features: int, r: int = 0, lora_alpha: int = 1,
@@ -184,13 +195,6 @@ class Linear(LoRALayer, nn.Linear):
         if fan_in_fan_out:
             self.weight.data = self.weight.data.transpose(0, 1).contiguous()
 
-    def reset_parameters(self):
-        nn.Linear.reset_parameters(self)
-        self._init_lora(_kaiming, nn.init.zeros_)
-
-    def _t(self, w: torch.Tensor) -> torch.Tensor:
-        return w.transpose(0, 1) if self.fan_in_fan_out else w
-
     def delta_weight(self) -> torch.Tensor:
         return self._t(self.lora_B @ self.lora_A) * self.scaling
 
@@ -202,7 +206,7 @@ class Linear(LoRALayer, nn.Linear):
         return result
 
 
-class MergedLinear(LoRALayer, nn.Linear):
+class MergedLinear(_LinearLoRA):
     """One linear layer holding ``len(enable_lora)`` equal output slices (e.g. GPT-2's fused q, k, v);
     slice g gets its own rank-r update when ``enable_lora[g]`` is true.
 
@@ -234,13 +238,6 @@ class MergedLinear(LoRALayer, nn.Linear):
         self.reset_parameters()
         if fan_in_fan_out:
             self.weight.data = self.weight.data.transpose(0, 1).contiguous()
-
-    def reset_parameters(self):
-        nn.Linear.reset_parameters(self)
-        self._init_lora(_kaiming, nn.init.zeros_)
-
-    def _t(self, w: torch.Tensor) -> torch.Tensor:
-        return w.transpose(0, 1) if self.fan_in_fan_out else w
 
     def _grouped(self):
         """A as (n_enabled, r, in) and B as (n_enabled, slice_size, r)."""
