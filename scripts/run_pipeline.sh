@@ -14,9 +14,9 @@
 #   --lora_dim N            LoRA rank (default 4; 0 = full fine-tuning)
 #   --lora_alpha N          LoRA alpha (default 32)
 #   --device DEV            cpu, cuda, cuda:N (default: CUDA when present); on the CPU training runs in
-#                           fp32 without torch.compile unless PRECISION / COMPILE say otherwise
+#                           fp32 with the eager step unless PRECISION / GRAPHS / COMPILE say otherwise
 #   --beam_precision P      fp32 (default, the parity path) or bf16
-# Environment: PRECISION, COMPILE, BATCHING, NPROC as for scripts/train_<task>.sh; PYTHON.
+# Environment: PRECISION, GRAPHS, COMPILE, BATCHING, NPROC as for scripts/train_<task>.sh; PYTHON.
 #
 # Training uses scripts/train_<task>.sh (the paper's hyper-parameters; flags after -- override them).
 # Decoding: beam 10, no-repeat-ngram 4, length penalty 0.8 (E2E also 0.9), EOS 628 as upstream.
@@ -142,9 +142,9 @@ else
   fi
   rm -f "$STAMPS/train" "$STAMPS/checkpoint"
   stamp train.started "$TRAIN_SIG"
-  # on the CPU: fp32 and no torch.compile (the train scripts default to bf16 + compile for GPUs)
+  # on the CPU: fp32, eager step (the train scripts default to bf16 + CUDA graphs for GPUs)
   if [ "$DEVICE" = cpu ] || { [ -z "$DEVICE" ] && [ "$("$PYTHON" -c 'import torch; print(torch.cuda.is_available())')" = False ]; }; then
-    export PRECISION="${PRECISION:-fp32}" COMPILE="${COMPILE:-0}"
+    export PRECISION="${PRECISION:-fp32}" COMPILE="${COMPILE:-0}" GRAPHS="${GRAPHS:-0}"
   fi
   GPT2_CKPT="$INIT" MODEL="$CARD" DATA="$DATA" WORK_DIR="$WORK" \
     bash "$REPO/scripts/train_$TASK.sh" --init_checkpoint "$INIT" --model_card "$CARD" \

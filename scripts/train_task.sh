@@ -13,9 +13,11 @@
 #               scripts/download_data.sh)
 #   WORK_DIR    output folder (default trained_models/GPT2_<S|M|L>/<task>)
 #   NPROC       GPUs; above 1 runs torchrun (global batch = 8 x NPROC, as upstream)
-#   PRECISION   bf16 (default), fp32 or fp16; COMPILE=0 skips torch.compile, COMPILE=reduce-overhead
-#               adds CUDA graphs
-#               (PRECISION=fp32 COMPILE=0 BATCHING=padded: upstream's fp32 tensors, padded to 512)
+#   PRECISION   bf16 (default), fp32 or fp16
+#   GRAPHS      1 (default): --cuda_graphs, the whole step as one CUDA graph (the measured fast path;
+#               one GPU, falls back to the eager step elsewhere); 0: eager step
+#   COMPILE     1 or a torch.compile mode (e.g. reduce-overhead): torch.compile instead of CUDA graphs
+#               (PRECISION=fp32 GRAPHS=0 BATCHING=padded: upstream's fp32 tensors, padded to 512)
 #   BATCHING    dynamic (default), padded or bucketed; PYTHON: interpreter (default python)
 set -euo pipefail
 die() { echo "error: $*" >&2; exit 2; }
@@ -67,8 +69,8 @@ case " $* " in
 esac
 
 SPEED=(--precision "${PRECISION:-bf16}" --batching "${BATCHING:-dynamic}")
-case "${COMPILE:-1}" in
-  0|"") ;;
+case "${COMPILE:-0}" in
+  0|"") [ "${GRAPHS:-1}" = 1 ] && SPEED+=(--cuda_graphs) ;;
   1) SPEED+=(--compile) ;;
   *) SPEED+=(--compile "$COMPILE") ;;  # a torch.compile mode, e.g. reduce-overhead (CUDA graphs)
 esac
