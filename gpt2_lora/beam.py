@@ -44,7 +44,7 @@ from . import lora
 from .batching import read_encoded
 from .devices import resolve_device
 from .errors import UserError, cli
-from .fileio import atomic_write, read_lines
+from .fileio import atomic_write
 from .model import GPT2Config, GPT2LMModel, attention_mask
 
 EOS_ID = 50256

@@ -7,7 +7,6 @@ import argparse
 import pytest
 import torch
 
-from gpt2_lora import lora
 from gpt2_lora.checkpoint import (hf_config_file, load_checkpoint_file, load_into, lora_only_state_dict,
                                   resolve_checkpoint, save_state_dict)
 from gpt2_lora.errors import UserError
