@@ -15,6 +15,11 @@ Three ways to pad a batch (``--batching``):
   causal and padding is on the right, so real positions see exactly what they see in ``padded``;
 * ``bucketed`` — ``dynamic`` plus a sampler that batches examples of similar length (optionally by a
   token budget instead of a fixed batch size). This changes which examples share a batch.
+* ``packed``   — a throughput mode: several examples share each row of a fixed (rows, row_len) batch
+  of ``max_tokens`` tokens (best-fit decreasing). Each keeps its own positions (from 0) and attends
+  only to its own tokens (a block-diagonal causal mask), so each example's loss terms are exactly
+  those of ``dynamic``; only the grouping into batches changes, as in ``bucketed``. Every batch has
+  the same shape, so compiled code is specialised once and there is almost no padding.
 
 ``padded`` and ``dynamic`` use upstream's example order: ``DistributedSampler(shuffle=True,
 seed=random_seed)`` with ``set_epoch(epoch)`` (epochs count from 1), over ``ceil(N / batch) * batch``
@@ -23,6 +28,7 @@ indices where the ones past N are replaced by draws of ``random.Random(911)``, a
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import queue
@@ -38,8 +44,9 @@ import torch
 from .errors import UserError
 from .fileio import require_file
 
-BATCHING_MODES = ("padded", "dynamic", "bucketed")
+BATCHING_MODES = ("padded", "dynamic", "bucketed", "packed")
 FILL_SEED = 911  # upstream FT_Dataset's random.Random(911), used for the indices past the data
+PACK_CHUNK = 16384  # examples packed together (a larger chunk packs tighter, a smaller one mixes more)
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -114,7 +121,9 @@ class Batch:
 
     ``index`` are positions in ``input_ids.view(-1)`` whose prediction counts; ``target`` their next
     tokens; ``weight`` 1.0 for real entries and 0.0 for the padding that rounds their number up to a
-    multiple (so compiled graphs see few shapes); ``row`` the batch row of each entry.
+    multiple (so compiled graphs see few shapes); ``row`` which of ``examples`` each entry belongs to
+    (the batch row, unless packed). Packed batches also carry ``position_ids`` (B, T) and
+    ``segment_ids`` (B, T): 1, 2, ... for the examples of a row, 0 for padding.
     """
 
     input_ids: torch.Tensor     # (B, T) int64
@@ -125,20 +134,24 @@ class Batch:
     examples: list[int]         # data set indices of the rows
     lengths: list[int]          # real (unpadded) length of each row
     n_targets: int              # real masked positions
+    position_ids: torch.Tensor | None = None  # (B, T) int64, packed batches only
+    segment_ids: torch.Tensor | None = None   # (B, T) int32, packed batches only
 
     @property
     def n_tokens(self) -> int:
         return sum(self.lengths)
 
+    def _map(self, fn) -> "Batch":
+        tensors = [None if t is None else fn(t) for t in (self.input_ids, self.index, self.target, self.weight,
+                                                           self.row, self.position_ids, self.segment_ids)]
+        *first, position_ids, segment_ids = tensors
+        return Batch(*first, self.examples, self.lengths, self.n_targets, position_ids, segment_ids)
+
     def to(self, device, non_blocking: bool = True) -> "Batch":
-        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Batch(move(self.input_ids), move(self.index), move(self.target), move(self.weight),
-                     move(self.row), self.examples, self.lengths, self.n_targets)
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> "Batch":
-        return Batch(self.input_ids.pin_memory(), self.index.pin_memory(), self.target.pin_memory(),
-                     self.weight.pin_memory(), self.row.pin_memory(), self.examples, self.lengths,
-                     self.n_targets)
+        return self._map(lambda t: t.pin_memory())
 
     def dense_mask(self) -> torch.Tensor:
         """The (B, T) float loss mask (upstream's ``mask``), rebuilt from ``index``."""
@@ -183,6 +196,60 @@ def collate(layout: Layout, indices: Sequence[int], pad_to: int | None = None, p
     return Batch(torch.from_numpy(ids), torch.from_numpy(index.astype(np.int64)),
                  torch.from_numpy(target.astype(np.int64)), torch.from_numpy(weight),
                  torch.from_numpy(row.astype(np.int64)), list(indices), n.tolist(), real)
+
+
+def pack_rows(indices: Sequence[int], lengths: np.ndarray, row_len: int) -> list[list[int]]:
+    """Best-fit decreasing: each example, longest first, goes to the open row it fills best."""
+    rows: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (room left, row number), sorted
+    for i in sorted(indices, key=lambda i: -int(lengths[i])):
+        n = int(lengths[i])
+        if n > row_len:
+            raise UserError(f"an example of {n} tokens does not fit --pack_len {row_len}")
+        at = bisect.bisect_left(free, (n, -1))
+        if at == len(free):
+            rows.append([i])
+            bisect.insort(free, (row_len - n, len(rows) - 1))
+        else:
+            room, r = free.pop(at)
+            rows[r].append(i)
+            bisect.insort(free, (room - n, r))
+    return rows
+
+
+def collate_packed(layout: Layout, rows: Sequence[Sequence[int]], row_len: int, n_rows: int,
+                   select_multiple: int = 1) -> Batch:
+    """A packed batch of shape (n_rows, row_len): ``rows`` of examples laid end to end, empty rows after."""
+    if len(rows) > n_rows:
+        raise ValueError(f"{len(rows)} rows do not fit a batch of {n_rows}")
+    ids = np.zeros((n_rows, row_len), dtype=np.int64)
+    pos = np.zeros((n_rows, row_len), dtype=np.int64)
+    seg = np.zeros((n_rows, row_len), dtype=np.int32)
+    examples, lengths, index, target, owner = [], [], [], [], []
+    for r, row in enumerate(rows):
+        offset = 0
+        for s, i in enumerate(row, 1):
+            f, k, lo, hi = layout.full[i], int(layout.n[i]), int(layout.lo[i]), int(layout.hi[i])
+            if offset + k > row_len:
+                raise ValueError(f"row {r} holds more than {row_len} tokens")
+            ids[r, offset:offset + k] = f[:k]
+            pos[r, offset:offset + k] = np.arange(k)
+            seg[r, offset:offset + k] = s
+            index.append(np.arange(r * row_len + offset + lo, r * row_len + offset + hi))
+            target.append(f[lo + 1:hi + 1])
+            owner.append(np.full(hi - lo, len(examples)))
+            examples.append(i)
+            lengths.append(k)
+            offset += k
+    index, target, owner = np.concatenate(index), np.concatenate(target), np.concatenate(owner)
+    real = len(index)
+    extra = round_up(max(real, 1), select_multiple) - real
+    weight = np.concatenate([np.ones(real, dtype=np.float32), np.zeros(extra, dtype=np.float32)])
+    pad = np.zeros(extra, dtype=np.int64)
+    return Batch(torch.from_numpy(ids), torch.from_numpy(np.concatenate([index, pad]).astype(np.int64)),
+                 torch.from_numpy(np.concatenate([target, pad]).astype(np.int64)), torch.from_numpy(weight),
+                 torch.from_numpy(np.concatenate([owner, pad]).astype(np.int64)), examples, lengths, real,
+                 torch.from_numpy(pos), torch.from_numpy(seg))
 
 
 # ------------------------------------------------------------------------------------------- samplers
@@ -233,13 +300,19 @@ class BatchPlan:
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, mode: str = "dynamic",
                  world_size: int = 1, rank: int = 0, max_tokens: int | None = None, pad_multiple: int = 1,
-                 window: int = 64):
+                 window: int = 64, pack_len: int | None = None):
         if mode not in BATCHING_MODES:
             raise UserError(f"--batching must be one of {', '.join(BATCHING_MODES)}, got {mode!r}")
         if batch_size < 1:
             raise UserError(f"--train_batch_size must be at least 1, got {batch_size}")
-        if max_tokens is not None and mode != "bucketed":
-            raise UserError("--max_tokens needs --batching bucketed")
+        if max_tokens is not None and mode not in ("bucketed", "packed"):
+            raise UserError("--max_tokens needs --batching bucketed or packed")
+        if mode == "packed":
+            if max_tokens is None or pack_len is None:
+                raise UserError("--batching packed needs --max_tokens")
+            if max_tokens < pack_len:
+                raise UserError(f"--max_tokens {max_tokens} is less than one row of --pack_len {pack_len}")
+        self.pack_len = pack_len
         self.lengths, self.batch_size, self.seed, self.mode = lengths, batch_size, seed, mode
         self.world_size, self.rank = world_size, rank
         self.max_tokens, self.pad_multiple, self.window = max_tokens, pad_multiple, window
@@ -252,7 +325,9 @@ class BatchPlan:
         n = self.num_examples
         return [p if p < n else self._fill.randint(0, n - 1) for p in positions]
 
-    def _plan(self, epoch: int) -> list[list[int]]:
+    def _plan(self, epoch: int) -> list:
+        if self.mode == "packed":
+            return self._plan_packed(epoch)
         if self.mode != "bucketed":
             batches = upstream_order(self.num_examples, self.batch_size, self.seed, epoch,
                                      self.world_size, self.rank)
@@ -268,14 +343,28 @@ class BatchPlan:
                 batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
             else:
                 batches += token_budget_batches(chunk, self.lengths, self.max_tokens, self.pad_multiple)
+        return self._shuffle_and_share(batches, epoch)
+
+    def _plan_packed(self, epoch: int) -> list[list[list[int]]]:
+        # every example once, shuffled; packed into rows within chunks of PACK_CHUNK examples; a batch
+        # is ``max_tokens // pack_len`` rows (the last one of a chunk may be short: collate pads it)
+        order = epoch_permutation(self.num_examples, self.seed, epoch)
+        n_rows = self.max_tokens // self.pack_len
+        batches = []
+        for start in range(0, len(order), PACK_CHUNK):
+            rows = pack_rows(order[start:start + PACK_CHUNK], self.lengths, self.pack_len)
+            batches += [rows[i:i + n_rows] for i in range(0, len(rows), n_rows)]
+        return self._shuffle_and_share(batches, epoch)
+
+    def _shuffle_and_share(self, batches: list, epoch: int) -> list:
         g = torch.Generator()
         g.manual_seed(self.seed * 1000 + epoch)
         batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
         usable = len(batches) // self.world_size * self.world_size
         return batches[self.rank:usable:self.world_size]
 
-    def epoch(self, epoch: int) -> list[list[int]]:
-        """Batches of ``epoch`` (1-based) for this rank."""
+    def epoch(self, epoch: int) -> list:
+        """Batches of ``epoch`` (1-based) for this rank: lists of example indices (packed: lists of rows)."""
         if epoch < 1:
             raise ValueError("epochs count from 1")
         while len(self._epochs) < epoch:

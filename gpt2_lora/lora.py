@@ -175,6 +175,12 @@ class _LinearLoRA(LoRALayer, nn.Linear):
     def _t(self, w: torch.Tensor) -> torch.Tensor:
         return w.transpose(0, 1) if self.fan_in_fan_out else w
 
+    def _frozen_plus(self, x: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        """``x @ W^T + low`` as one ``addmm``: the low-rank update (bias included) is added in the frozen
+        matmul's epilogue instead of by a separate pass over the output."""
+        out = torch.addmm(low.reshape(-1, low.size(-1)), x.reshape(-1, x.size(-1)), self._t(self.weight).t())
+        return out.view(*x.shape[:-1], out.size(-1))
+
 
 class Linear(_LinearLoRA):
     """nn.Linear with a LoRA update; ``fan_in_fan_out=True`` stores weight as (in, out) like GPT-2's Conv1D."""
@@ -199,11 +205,10 @@ class Linear(_LinearLoRA):
         return self._t(self.lora_B @ self.lora_A) * self.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = F.linear(x, self._t(self.weight), bias=self.bias)
-        if self.has_lora and not self.merged:
-            after_A = self.lora_dropout(x) @ self.lora_A.transpose(0, 1)
-            result = result + (after_A @ self.lora_B.transpose(0, 1)) * self.scaling
-        return result
+        if not self.has_lora or self.merged:
+            return F.linear(x, self._t(self.weight), bias=self.bias)
+        after_A = F.linear(self.lora_dropout(x), self.lora_A)
+        return self._frozen_plus(x, F.linear(after_A, self.lora_B * self.scaling, self.bias))
 
 
 class MergedLinear(_LinearLoRA):
@@ -258,19 +263,27 @@ class MergedLinear(_LinearLoRA):
     def delta_weight(self) -> torch.Tensor:
         return self.merge_AB() * self.scaling
 
+    def block_B(self) -> torch.Tensor:
+        """(out_features, n_enabled * r): slice g's B in the columns of its A rows, zero elsewhere, so
+        ``(x @ A^T) @ block_B^T`` is every slice's update laid out like the output."""
+        _, B = self._grouped()
+        n, slice_size = len(B), B.size(1)
+        pieces, j = [], 0
+        for enabled in self.enable_lora:
+            if enabled:
+                pieces.append(F.pad(B[j], (j * self.r, (n - 1 - j) * self.r)))
+                j += 1
+            else:
+                pieces.append(B.new_zeros(slice_size, n * self.r))
+        return torch.cat(pieces)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = F.linear(x, self._t(self.weight), bias=self.bias)
         if not self.has_lora or self.merged:
-            return result
-        # Low-rank path on activations: x @ A^T is (.., n*r) and each slice's B is (slice, r), so this
-        # costs O(tokens * r * (in + out)) instead of building the (out, in) ΔW on every call (#109).
-        A, B = self._grouped()
-        after_A = (self.lora_dropout(x) @ self.lora_A.transpose(0, 1)).unflatten(-1, (len(A), self.r))
-        after_B = torch.einsum("...gr,gor->...go", after_A, B) * self.scaling
-        if len(A) == len(self.enable_lora):
-            return result + after_B.flatten(-2)
-        slices = result.unflatten(-1, (len(self.enable_lora), -1))
-        return slices.index_add(-2, self.lora_groups, after_B.to(result.dtype)).flatten(-2)
+            return F.linear(x, self._t(self.weight), bias=self.bias)
+        # Low-rank path on activations, O(tokens * r * (in + out)): ΔW (out, in) is never built (#109).
+        # Two skinny matmuls give the update in the output's layout; the frozen matmul then adds it.
+        after_A = F.linear(self.lora_dropout(x), self.lora_A)
+        return self._frozen_plus(x, F.linear(after_A, self.block_B() * self.scaling, self.bias))
 
 
 class ConvLoRA(LoRALayer, nn.Module):

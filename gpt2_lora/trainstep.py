@@ -71,25 +71,49 @@ class LossModel(nn.Module):
         # not in checkpoints, not synchronised by DDP).
         self.head = wte.detach().to(LOW_DTYPES[precision]) if precision != "fp32" and not wte.requires_grad else None
 
-    def masked_logits(self, input_ids: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """fp32 logits (K, vocab) at the flattened positions ``index`` of ``input_ids`` (B, T)."""
-        hidden = self.model.hidden_states(input_ids)
+    def masked_logits(self, input_ids: torch.Tensor, index: torch.Tensor, position_ids=None,
+                      segment_ids=None) -> torch.Tensor:
+        """Logits (K, vocab) at the flattened positions ``index`` of ``input_ids`` (B, T); packed rows
+        (``segment_ids``) attend within their own example only."""
+        mask = None if segment_ids is None else packed_attention_mask(segment_ids)
+        hidden = self.model.hidden_states(input_ids, position_ids, attn_mask=mask)
         picked = hidden.reshape(-1, hidden.size(-1)).index_select(0, index)
         head = self.model.transformer.wte.weight if self.head is None else self.head
-        return F.linear(picked, head).float()
+        return F.linear(picked, head)
 
-    def forward(self, input_ids, index, target, weight) -> torch.Tensor:
-        logits = self.masked_logits(input_ids, index)
-        losses = F.cross_entropy(logits, target, reduction="none", label_smoothing=self.label_smooth)
+    def forward(self, input_ids, index, target, weight, position_ids=None, segment_ids=None) -> torch.Tensor:
+        logits = self.masked_logits(input_ids, index, position_ids, segment_ids)
+        losses = smoothed_nll(logits, target, self.label_smooth)
         return (losses * weight).sum() / (weight.sum() + MASK_EPS)
 
     @torch.no_grad()
     def token_nll(self, input_ids, index, target) -> torch.Tensor:
         """Per-position NLL (no smoothing, as upstream's evaluation)."""
-        return F.cross_entropy(self.masked_logits(input_ids, index), target, reduction="none")
+        return smoothed_nll(self.masked_logits(input_ids, index), target, 0.0)
+
+
+def smoothed_nll(logits: torch.Tensor, target: torch.Tensor, smooth: float) -> torch.Tensor:
+    """Per-row ``(1 - ε)·NLL + ε·mean_v(-log p_v)`` in fp32, i.e. ``F.cross_entropy(label_smoothing=ε)``,
+    written as ``lse - (1 - ε)·x_target - ε·mean(x)`` so that a compiler fuses it into one pass over the
+    (K, vocab) logits each way instead of materialising log-probabilities."""
+    x = logits.float()
+    lse = torch.logsumexp(x, dim=-1)
+    picked = x.gather(1, target[:, None]).squeeze(1)
+    if smooth == 0.0:
+        return lse - picked
+    return lse - (1.0 - smooth) * picked - smooth * x.mean(dim=-1)
+
+
+def packed_attention_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) bool: causal, and only within the same segment (padding, 0, sees padding)."""
+    T = segment_ids.size(-1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=segment_ids.device).tril()
+    return ((segment_ids[:, :, None] == segment_ids[:, None, :]) & causal)[:, None]
 
 
 def batch_args(batch: Batch) -> tuple[torch.Tensor, ...]:
+    if batch.segment_ids is not None:
+        return batch.input_ids, batch.index, batch.target, batch.weight, batch.position_ids, batch.segment_ids
     return batch.input_ids, batch.index, batch.target, batch.weight
 
 

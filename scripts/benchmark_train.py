@@ -14,7 +14,9 @@ capture are not timed), then times ``--steps`` steps between two device synchron
 Batches: ``--batch`` examples with E2E's token lengths (context ~ N(28.5, 6.7) in [13, 44], completion ~
 N(24.8, 7.9) in [2, 77], as GPT-2 BPE encodes E2E train), or real examples from ``--data``. The
 token-budget configuration packs length-sorted examples into batches of at most ``--max_tokens``
-padded tokens (a throughput mode; it is not the paper's batch size).
+padded tokens (a throughput mode; it is not the paper's batch size); the packed configuration lays
+several examples end to end in each row of fixed (max_tokens // pack_len, pack_len) batches, as
+``gpt2_lora.train --batching packed`` does (every batch has the same shape, so it compiles once).
 
 MFU counts the useful FLOPs of real (unpadded) tokens only: per layer and token 2*12*d^2 forward plus
 the attention products (2*2*d per attended key, causal), the backward as 1x the forward's matmuls
@@ -44,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gpt2_lora import lora  # noqa: E402
 from gpt2_lora.fileio import atomic_write  # noqa: E402
 from gpt2_lora.cudagraph import GraphedStepper  # noqa: E402
-from gpt2_lora.batching import Layout, collate, read_encoded, token_budget_batches  # noqa: E402
+from gpt2_lora.batching import (Layout, collate, collate_packed, pack_rows, read_encoded, round_up,  # noqa: E402
+                                token_budget_batches)
 from gpt2_lora.model import GPT2Config, GPT2LMModel  # noqa: E402
 from gpt2_lora.optim import AdamW, Schedule, grouped_parameters  # noqa: E402
 from gpt2_lora.trainstep import LossModel, Stepper, store_frozen_weights  # noqa: E402
@@ -60,6 +63,7 @@ OURS = {
     "ours fp32 CUDA graph": ("fp32", "graph", "dynamic", False),
     "ours bf16 CUDA graph": ("bf16", "graph", "dynamic", False),
     "ours bf16+compile token-budget": ("bf16", "default", "dynamic", True),
+    "ours bf16+compile packed": ("bf16", "default", "packed", True),
 }
 HF = {"HF+PEFT fp32": "fp32", "HF+PEFT bf16 autocast": "bf16"}
 PEAKS = {"H100": (989e12, 67e12), "H200": (989e12, 67e12), "A100": (312e12, 19.5e12)}  # dense bf16, fp32
@@ -73,8 +77,14 @@ def e2e_like(n: int, rng: np.random.Generator, vocab: int) -> list[tuple[list[in
             for c, p in zip(lc, lp)]
 
 
-def make_batches(examples, args, budget: bool, padded: bool, cudagraphs: bool):
+def make_batches(examples, args, budget: bool, padded: bool, cudagraphs: bool, packed: bool = False):
     layout = Layout(examples, args.seq_len)
+    if packed:  # as gpt2_lora.train --batching packed
+        pack_len = min(round_up(int(layout.n.max()), 64), args.seq_len)
+        n_rows = args.max_tokens // pack_len
+        rows = pack_rows(np.random.default_rng(1).permutation(len(examples)).tolist(), layout.n, pack_len)
+        return [collate_packed(layout, rows[i:i + n_rows], pack_len, n_rows, max(64, args.max_tokens // 16))
+                for i in range(0, len(rows), n_rows)]
     pad_multiple, select_multiple = (32, 64) if cudagraphs else (8, 8)  # as gpt2_lora.train does
     if budget:
         order = sorted(range(len(examples)), key=lambda i: layout.n[i])
@@ -139,7 +149,8 @@ def time_steps(step, batches, device, steps: int, warm: int) -> tuple[float, lis
 def run_ours(name, examples, config, args, device):
     precision, compile_mode, padding, budget = OURS[name]
     graphed = compile_mode == "graph"  # gpt2_lora.cudagraph: the whole step as one CUDA graph per shape
-    batches = make_batches(examples, args, budget, padding == "padded", compile_mode in ("reduce-overhead", "graph"))
+    batches = make_batches(examples, args, budget, padding == "padded", compile_mode in ("reduce-overhead", "graph"),
+                           padding == "packed")
     if device.type == "cuda":
         batches = [b.pin_memory() for b in batches]
     torch.manual_seed(0)
@@ -149,7 +160,7 @@ def run_ours(name, examples, config, args, device):
     store_frozen_weights(model, precision)
     loss_model = LossModel(model, label_smooth=0.1, precision=precision).train()
     fn = loss_model if compile_mode in (None, "graph") else torch.compile(
-        loss_model, mode=None if compile_mode == "default" else compile_mode, dynamic=True)
+        loss_model, mode=None if compile_mode == "default" else compile_mode, dynamic=padding != "packed")
     optimizer = AdamW(grouped_parameters(model, False), lr=2e-4, betas=(0.9, 0.999), eps=1e-6,
                       weight_decay=0.01, correct_bias=True)
     schedule = Schedule("linear", 2e-4, 500, E2E_STEPS)
@@ -288,7 +299,7 @@ def main(argv=None) -> int:
                        padded_fraction=1 - tokens / padded, mean_loss=loss,
                        mfu=(flops / (seconds * len(timed)) / peak) if peak else None,
                        tflops=flops / (seconds * len(timed)) / 1e12,
-                       e2e_minutes=(seconds * E2E_STEPS / 60) if "token-budget" not in name
+                       e2e_minutes=(seconds * E2E_STEPS / 60) if not OURS.get(name, (0, 0, 0, False))[3]
                        else (seconds * math.ceil(42061 * 5 * lengths.mean() / (tokens / len(timed))) / 60))
         except ImportError as err:
             row.update(status=f"skipped: {err.name or err} not installed")
@@ -320,7 +331,7 @@ def main(argv=None) -> int:
         mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else "   n/a"
         print(f"{r['config']:34s} {r['ms_per_step']:9.2f} {r['tokens_per_s']:10,.0f} {r['examples_per_step']:7.1f} "
               f"{mfu:>6s} {r['e2e_minutes']:10.1f} min")
-    print(f"(written to {args.json}; '5 E2E epochs' = ms/step x {E2E_STEPS} steps, or for the token-budget row "
+    print(f"(written to {args.json}; '5 E2E epochs' = ms/step x {E2E_STEPS} steps, or for the token-budget and packed rows "
           f"the same tokens at its throughput)")
     return 0
 

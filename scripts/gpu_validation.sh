@@ -10,6 +10,11 @@
 #                                           steps) on random base weights, wall-clock, then the test-set beam
 #   scripts/gpu_validation.sh scaling OUT   the same recipe for $SCALE_STEPS steps on 1 GPU and on 2 GPUs
 #                                           (torchrun, same global batch 8), eager DDP step
+#   scripts/gpu_validation.sh baselines OUT the per-step baselines to put beside "speed", measured on the
+#                                           same GPU: scripts/benchmark_train.py (ours, HF+PEFT fp32/bf16,
+#                                           the packed throughput mode) and, when UPSTREAM_SRC names
+#                                           microsoft/LoRA's examples/NLG/src (loralib importable), upstream
+#                                           gpt2_ft.py for $BASELINE_STEPS steps (it prints ms/batch)
 #
 # Needs data/e2e and data/webnlg_challenge_2017 prepared (scripts/download_data.sh). Predictions come
 # back as predict.*.jsonl; score them with gpt2_lora.decode + eval/measure_scores.py / eval/eval.py
@@ -18,8 +23,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PYTHON="${PYTHON:-python}"
-MODE=${1:?usage: scripts/gpu_validation.sh quality|speed|scaling OUT}
-OUT=${2:?usage: scripts/gpu_validation.sh quality|speed|scaling OUT}
+MODE=${1:?usage: scripts/gpu_validation.sh quality|speed|scaling|baselines OUT}
+OUT=${2:?usage: scripts/gpu_validation.sh quality|speed|scaling|baselines OUT}
 mkdir -p "$OUT"
 E2E="$REPO/data/e2e"; WEBNLG="$REPO/data/webnlg_challenge_2017"
 for f in "$E2E/train.jsonl" "$E2E/test.jsonl" "$WEBNLG/train.jsonl" "$WEBNLG/test.jsonl"; do
@@ -32,12 +37,14 @@ if [ "${QUICK:-0}" = 1 ]; then  # CPU rehearsal: tiny model, a few steps, a slic
   FT_STEPS=(--max_step 30); LORA_STEPS=(--max_step 20); SPEED_STEPS=(--max_step 20); SCALE_STEPS=${SCALE_STEPS:-10}
   head -40 "$E2E/test.jsonl" > "$OUT/e2e_test.jsonl"; head -40 "$WEBNLG/test.jsonl" > "$OUT/webnlg_test.jsonl"
   E2E_TEST="$OUT/e2e_test.jsonl"; WEBNLG_TEST="$OUT/webnlg_test.jsonl"
+  BENCH=(--quick); BENCH_CONFIGS=${BENCH_CONFIGS:-ours fp32,ours bf16+compile packed}
 else
   SM=gpt2.sm; MD=gpt2.md; DEV=cuda; GRAPHS=(--cuda_graphs); PREC=bf16
   [ "${NO_GRAPHS:-0}" = 1 ] && GRAPHS=()
   FT_STEPS=(--max_epoch "${FT_EPOCHS:-8}"); LORA_STEPS=(--max_epoch "${LORA_EPOCHS:-5}"); SPEED_STEPS=(--max_epoch 5)
   SCALE_STEPS=${SCALE_STEPS:-600}
   E2E_TEST="$E2E/test.jsonl"; WEBNLG_TEST="$WEBNLG/test.jsonl"
+  BENCH=(--data "$E2E/train.jsonl")
 fi
 # the paper's decoding (beam 10, no-repeat 4, EOS {50256, 628}); length penalty given per call
 beam() {  # beam OUTFILE DATA CARD LORA_DIM LP WEIGHTS...
@@ -93,6 +100,23 @@ m = GPT2LMModel(GPT2Config.resolve('$MD')); torch.save(m.state_dict(), '$OUT/ran
   echo "beam of the test set (incl. loading): $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
   rm -f "$OUT/random_base.pt"
   ;;
+baselines)
+  "$PYTHON" "$REPO/scripts/benchmark_train.py" "${BENCH[@]}" --steps "${BENCH_STEPS:-100}" \
+    --json "$OUT/bench_train.json" --configs "${BENCH_CONFIGS:-ours bf16 CUDA graph,ours bf16+compile packed,HF+PEFT fp32,HF+PEFT bf16 autocast}" \
+    | tee "$OUT/bench_train.txt"
+  if [ -n "${UPSTREAM_SRC:-}" ]; then
+    s=$SECONDS
+    (cd "$UPSTREAM_SRC" && PYTHONPATH="$UPSTREAM_SRC/..${PYTHONPATH:+:$PYTHONPATH}" torchrun --standalone --nproc_per_node=1 \
+      gpt2_ft.py --train_data "$E2E/train.jsonl" --valid_data "$E2E/valid.jsonl" --train_batch_size 8 \
+      --grad_acc 1 --valid_batch_size 4 --seq_len 512 --model_card gpt2.md --platform local --clip 0.0 \
+      --lr 0.0002 --weight_decay 0.01 --correct_bias --adam_beta2 0.999 --scheduler linear --warmup_step 500 \
+      --max_step "${BASELINE_STEPS:-120}" --save_interval 100000 --eval_interval 100000 --log_interval 40 \
+      --lora_dim 4 --lora_alpha 32 --lora_dropout 0.1 --label_smooth 0.1 --work_dir "$OUT/upstream_ft" \
+      --random_seed 110) > "$OUT/upstream_ft.log" 2>&1 || echo "upstream gpt2_ft.py failed (see $OUT/upstream_ft.log)"
+    grep -o "ms/batch *[0-9.]*" "$OUT/upstream_ft.log" | tail -3 | tee -a "$OUT/timings.txt"
+    echo "upstream gpt2_ft.py, ${BASELINE_STEPS:-120} steps incl. start-up: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
+  fi
+  ;;
 scaling)
   for n in 1 2; do
     s=$SECONDS
@@ -107,5 +131,5 @@ scaling)
     echo "scaling: $n process(es), $SCALE_STEPS steps of global batch 8: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
   done
   ;;
-*) echo "error: mode must be quality, speed or scaling (got '$MODE')" >&2; exit 2 ;;
+*) echo "error: mode must be quality, speed, scaling or baselines (got '$MODE')" >&2; exit 2 ;;
 esac

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from gpt2_lora.batching import (BatchPlan, Layout, Prefetcher, collate, eval_batches, read_encoded,
-                                token_budget_batches, upstream_order)
+from gpt2_lora.batching import (BatchPlan, Layout, Prefetcher, collate, collate_packed, eval_batches, pack_rows,
+                                read_encoded, token_budget_batches, upstream_order)
 from gpt2_lora.errors import UserError
 
 
@@ -158,3 +158,45 @@ def test_prefetcher_keeps_order_and_raises():
 
     with pytest.raises(ValueError, match="collate failed"):
         list(Prefetcher(plan, boom))
+
+
+def test_pack_rows_best_fit_decreasing():
+    lengths = np.array([7, 3, 5, 5, 2, 8, 1, 4])
+    rows = pack_rows(range(8), lengths, 10)
+    assert sorted(i for r in rows for i in r) == list(range(8))
+    assert all(sum(lengths[i] for i in r) <= 10 for r in rows)
+    # 8, 7, 5, 5, 4, 3, 2, 1: 8+2, 7+3, 5+5, 4+1 (best fit, not first fit: 1 goes to the 4, the fullest
+    # row with room), i.e. the optimal ceil(35 / 10) = 4 rows
+    assert [sorted(lengths[i] for i in r) for r in rows] == [[2, 8], [3, 7], [5, 5], [1, 4]]
+    with pytest.raises(UserError, match="--pack_len 6"):
+        pack_rows(range(8), lengths, 6)
+
+
+def test_packed_batches_hold_each_example_as_dynamic_does():
+    examples = make_examples(60, seed=4)
+    layout = Layout(examples, 24)
+    plan = BatchPlan(layout.n, 4, 5, "packed", max_tokens=96, pack_len=32)
+    for epoch in (1, 2):
+        seen = []
+        for rows in plan.epoch(epoch):
+            assert len(rows) <= 3
+            batch = collate_packed(layout, rows, 32, 3, select_multiple=16)
+            assert batch.input_ids.shape == (3, 32) and batch.index.numel() % 16 == 0
+            real = batch.weight > 0
+            for e, i in enumerate(batch.examples):  # each example: its tokens at positions 0.., its targets
+                where = (batch.segment_ids.view(-1) > 0).nonzero().view(-1)
+                flat_pos = batch.position_ids.view(-1)
+                mine = batch.row == e
+                single = collate(layout, [i])
+                starts = batch.index[mine & real] - batch.index[mine & real].min()
+                assert flat_pos[batch.index[mine & real]].tolist() == single.index[single.weight > 0].tolist()
+                assert batch.target[mine & real].tolist() == single.target[single.weight > 0].tolist()
+                assert starts.tolist() == list(range(len(starts)))
+                assert where.numel() == sum(batch.lengths)
+            seen += batch.examples
+        assert sorted(seen) == list(range(60))  # every example exactly once per epoch
+    assert plan.epoch(1) != plan.epoch(2)
+    shares = [BatchPlan(layout.n, 4, 5, "packed", 2, r, max_tokens=96, pack_len=32).epoch(1) for r in range(2)]
+    assert not {i for b in shares[0] for r in b for i in r} & {i for b in shares[1] for r in b for i in r}
+    with pytest.raises(UserError, match="--max_tokens"):
+        BatchPlan(layout.n, 4, 5, "packed", pack_len=32)

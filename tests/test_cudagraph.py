@@ -42,7 +42,7 @@ def test_graph_body_equals_the_eager_step(clip):
     body = GraphedStepper(loss_g, opt_g, schedule, torch.device("cpu"), "fp32", max_step=10, clip=clip)
     body._prepare(0)
     for i, b in enumerate(batches):
-        eager.micro_step(type("B", (), dict(input_ids=b[0], index=b[1], target=b[2], weight=b[3]))(), True)
+        eager.micro_step(type("B", (), dict(input_ids=b[0], index=b[1], target=b[2], weight=b[3], segment_ids=None))(), True)
         eager.optimizer_step(i)
         body._body(list(b))  # what one replay runs
     assert int(body.counter) == len(batches)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from gpt2_lora import lora
-from gpt2_lora.batching import Layout, collate
+from gpt2_lora.batching import BatchPlan, Layout, collate, collate_packed, pack_rows, read_encoded
 from gpt2_lora.checkpoint import load_checkpoint_file
 from gpt2_lora.model import GPT2Config, GPT2LMModel
 from gpt2_lora.optim import AdamW, Schedule
@@ -80,6 +80,27 @@ def test_loss_equals_upstream_formula(label_smooth):
     with torch.no_grad():
         ours = float(LossModel(model, label_smooth)(batch.input_ids, batch.index, batch.target, batch.weight))
     assert ours == pytest.approx(reference_loss(model, examples, 32, label_smooth), rel=1e-6)
+
+
+def test_packed_loss_and_gradients_equal_dynamic():
+    """Several examples per row, block-diagonal attention, positions from 0: the same function."""
+    model = tiny_model()
+    examples = copy_task(9, seed=6)
+    layout = Layout(examples, 32)
+    rows = pack_rows(range(9), layout.n, 24)
+    assert len(rows) < 9  # examples really share rows
+    packed = collate_packed(layout, rows, 24, len(rows) + 1, select_multiple=16)  # one empty row too
+    dynamic = collate(layout, list(range(9)), pad_multiple=8)
+    losses, grads = [], []
+    for batch, args in ((packed, (packed.position_ids, packed.segment_ids)), (dynamic, ())):
+        model.zero_grad()
+        loss = LossModel(model, 0.1)(batch.input_ids, batch.index, batch.target, batch.weight, *args)
+        loss.backward()
+        losses.append(float(loss.detach()))
+        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_bf16_loss_close_to_fp32():
@@ -189,6 +210,20 @@ def test_padded_and_dynamic_batching_train_the_same(files, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
 
 
+def test_packed_batching_trains(files, tmp_path):
+    main(base_args(files, tmp_path / "run", "--lora_dim", "0", "--lr", "0.02", "--weight_decay", "0",
+                   "--max_epoch", "20", "--batching", "packed", "--max_tokens", "64", "--warmup_step", "4",
+                   "--eval_interval", "1000", "--save_interval", "1000"))
+    args = json.loads((tmp_path / "run" / "args.json").read_text())
+    layout = Layout(read_encoded(files / "train.jsonl"), 32)
+    per_epoch = BatchPlan(layout.n, 8, 3, "packed", max_tokens=64, pack_len=32).epoch(1)
+    assert args["pack_len"] == 32  # the longest example (<= 11 tokens) rounded up to 64, capped at --seq_len
+    assert args["max_step_resolved"] == 20 * len(per_epoch) and sum(len(r) for b in per_epoch for r in b) == 16
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    train = [r["loss"] for r in records if r["event"] == "train"]
+    assert train[0] > 4.0 and train[-1] < 0.5 * train[0]
+
+
 def test_full_finetune_safetensors_and_merged(files, tmp_path):
     work = tmp_path / "ft"
     main(base_args(files, work, "--lora_dim", "0", "--lr", "0.001", "--max_step", "2", "--save_format",
@@ -228,6 +263,9 @@ def run_cli(argv, capsys):
     (["--max_epoch", "1", "--init_checkpoint", "/nonexistent/gpt2.bin"], "not found"),
     (["--max_epoch", "1", "--resume"], "nothing to resume"),
     (["--max_epoch", "1", "--max_tokens", "64"], "--batching bucketed"),
+    (["--max_epoch", "1", "--batching", "packed"], "--batching packed needs --max_tokens"),
+    (["--max_epoch", "1", "--batching", "packed", "--max_tokens", "64", "--pack_len", "8"], "--pack_len 8"),
+    (["--max_epoch", "1", "--batching", "packed", "--max_tokens", "16", "--pack_len", "32"], "less than one row"),
 ])
 def test_bad_flags_are_one_line_errors(files, tmp_path, capsys, extra, message):
     code, err = run_cli(base_args(files, tmp_path / "w", *extra), capsys)
