@@ -99,7 +99,7 @@ def test_graphed_step_follows_the_eager_step(precision, clip):
         target = torch.randint(0, 50257, (k,), generator=gen)
         weight = (torch.rand(k, generator=gen) > 0.1).float()
         batches.append(type("B", (), dict(input_ids=ids.cuda(), index=index.cuda(), target=target.cuda(),
-                                          weight=weight.cuda()))())
+                                          weight=weight.cuda(), segment_ids=None))())
     results = []
     for graphed in (False, True):
         model, loss_model, optimizer = build()
