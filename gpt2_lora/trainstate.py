@@ -88,7 +88,7 @@ def save_resume(work_dir: Path, weights: dict[str, torch.Tensor], optimizer: tor
 
 # Flags whose change makes a resumed run a different run.
 RESUME_MUST_MATCH = ("train_data", "model_card", "lora_dim", "lora_alpha", "lora_init", "seq_len", "obj",
-                     "train_batch_size", "grad_acc", "random_seed", "batching", "max_tokens", "world_size")
+                     "train_batch_size", "grad_acc", "random_seed", "batching", "max_tokens", "pack_len", "world_size")
 
 
 def load_resume(work_dir: Path, args: dict) -> dict:

@@ -18,7 +18,9 @@
 #               one GPU, falls back to the eager step elsewhere); 0: eager step
 #   COMPILE     1 or a torch.compile mode (e.g. reduce-overhead): torch.compile instead of CUDA graphs
 #               (PRECISION=fp32 GRAPHS=0 BATCHING=padded: upstream's fp32 tensors, padded to 512)
-#   BATCHING    dynamic (default), padded or bucketed; PYTHON: interpreter (default python)
+#   BATCHING    dynamic (default), padded, bucketed or packed; MAX_TOKENS: token budget per batch for
+#               bucketed/packed (the throughput mode: BATCHING=packed MAX_TOKENS=16384 COMPILE=1; not the
+#               paper's batch size); PYTHON: interpreter (default python)
 set -euo pipefail
 die() { echo "error: $*" >&2; exit 2; }
 
@@ -69,6 +71,7 @@ case " $* " in
 esac
 
 SPEED=(--precision "${PRECISION:-bf16}" --batching "${BATCHING:-dynamic}")
+[ -n "${MAX_TOKENS:-}" ] && SPEED+=(--max_tokens "$MAX_TOKENS")
 case "${COMPILE:-0}" in
   0|"") [ "${GRAPHS:-1}" = 1 ] && SPEED+=(--cuda_graphs) ;;
   1) SPEED+=(--compile) ;;

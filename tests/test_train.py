@@ -201,6 +201,16 @@ def test_resume_after_interrupt_is_bit_exact(files, tmp_path):
                            start.state_dict()["transformer.h.0.attn.c_attn.lora_A"])
 
 
+def test_packed_resume_is_bit_exact(files, tmp_path):
+    common = ["--lora_dim", "4", "--lora_alpha", "8", "--lora_dropout", "0.2", "--lr", "0.005", "--max_step", "7",
+              "--batching", "packed", "--max_tokens", "64", "--save_interval", "100", "--eval_interval", "100"]
+    main(base_args(files, tmp_path / "full", *common))
+    main(base_args(files, tmp_path / "cut", *common, "--stop_at_step", "4"))  # mid-epoch (3 batches/epoch)
+    main(base_args(files, tmp_path / "cut", *common, "--resume"))
+    a, b = (load_checkpoint_file(tmp_path / d / "model.7.pt")["model_state_dict"] for d in ("full", "cut"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_padded_and_dynamic_batching_train_the_same(files, tmp_path):
     common = ["--lora_dim", "4", "--lora_alpha", "8", "--lr", "0.01", "--max_step", "3", "--label_smooth", "0.1"]
     for mode in ("padded", "dynamic"):
