@@ -115,3 +115,28 @@ def test_graphed_step_follows_the_eager_step(precision, clip):
     assert any(not torch.equal(e, s) for e, s in zip(eager, start))  # the steps did move the weights
     for e, g in zip(eager, graph):
         assert torch.allclose(e, g, rtol=1e-3, atol=1e-5), float((e - g).abs().max())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_packed_loss_on_cuda_equals_dynamic(precision):
+    """Packed rows take the masked attention kernel, dynamic ones the causal one: same loss."""
+    from gpt2_lora.batching import Layout, collate, collate_packed, pack_rows
+    from gpt2_lora.trainstep import batch_args
+    gen = torch.Generator().manual_seed(4)
+    examples = [(torch.randint(0, 50256, (int(c),), generator=gen).tolist() + [50256],
+                 torch.randint(0, 50256, (int(p),), generator=gen).tolist() + [50256])
+                for c, p in torch.randint(3, 30, (40, 2), generator=gen)]
+    layout = Layout(examples, 128)
+    rows = pack_rows(range(40), layout.n, 128)
+    packed = collate_packed(layout, rows, 128, len(rows) + 2, select_multiple=64).to("cuda")
+    dynamic = collate(layout, list(range(40)), pad_multiple=8).to("cuda")
+    model = tiny_model(seed=3).cuda().train()
+    for m in model.modules():  # no dropout: the two batches must see the same function
+        if isinstance(m, lora.MergedLinear):
+            m.lora_dropout = torch.nn.Identity()
+    loss_model = LossModel(model, label_smooth=0.1)
+    losses = []
+    with torch.no_grad(), autocast(torch.device("cuda"), precision):
+        for batch in (packed, dynamic):
+            losses.append(float(loss_model(*batch_args(batch))))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5 if precision == "fp32" else 1e-2)
