@@ -217,6 +217,16 @@ def pack_rows(indices: Sequence[int], lengths: np.ndarray, row_len: int) -> list
     return rows
 
 
+def packed_shape(lengths: np.ndarray, max_tokens: int, seq_len: int, pack_len: int | None = None
+                 ) -> tuple[int, int, int]:
+    """(pack_len, rows per batch, multiple of masked entries) of ``--batching packed``: rows as long as
+    the longest example rounded up to 64 (unless given), as many as ``max_tokens`` holds; the masked
+    entries rounded coarsely (1/16 of the budget), so a compiled step sees only a few shapes."""
+    if pack_len is None:
+        pack_len = min(round_up(int(lengths.max()), 64), seq_len)
+    return pack_len, max_tokens // pack_len, max(64, max_tokens // 16)
+
+
 def collate_packed(layout: Layout, rows: Sequence[Sequence[int]], row_len: int, n_rows: int,
                    select_multiple: int = 1) -> Batch:
     """A packed batch of shape (n_rows, row_len): ``rows`` of examples laid end to end, empty rows after."""

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from . import lora
 from .batching import (BATCHING_MODES, BatchPlan, Layout, Prefetcher, check_lengths, collate, collate_packed,
-                       eval_batches, read_encoded, round_up)
+                       eval_batches, packed_shape, read_encoded)
 from .checkpoint import load_checkpoint_file
 from .errors import UserError, cli
 from .fileio import atomic_write
@@ -220,13 +220,14 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     valid_layout = Layout(read_encoded(args.valid_data, "--valid_data"), args.seq_len)
     check_lengths(train_layout, args.train_data)
     packed = args.batching == "packed"
-    if packed and args.pack_len is None:
-        args.pack_len = record_args["pack_len"] = min(round_up(int(train_layout.n.max()), 64), args.seq_len)
+    if packed:
+        args.pack_len, n_rows, select_multiple = packed_shape(train_layout.n, args.max_tokens or 0, args.seq_len,
+                                                              args.pack_len)
+        record_args["pack_len"] = args.pack_len
     plan = BatchPlan(train_layout.n, args.train_batch_size, args.random_seed, args.batching, world_size, rank,
                      args.max_tokens, args.pad_multiple, pack_len=args.pack_len)
     pad_to = args.seq_len if args.batching == "padded" else None
     if packed:  # one (rows, pack_len) shape; the masked entries rounded coarsely, so few shapes in all
-        n_rows, select_multiple = args.max_tokens // args.pack_len, max(64, args.max_tokens // 16)
         make_batch = lambda rows: collate_packed(train_layout, rows, args.pack_len, n_rows, select_multiple)  # noqa: E731
     else:
         select_multiple = 64 if args.cudagraphs else 8

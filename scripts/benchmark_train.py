@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gpt2_lora import lora  # noqa: E402
 from gpt2_lora.fileio import atomic_write  # noqa: E402
 from gpt2_lora.cudagraph import GraphedStepper  # noqa: E402
-from gpt2_lora.batching import (Layout, collate, collate_packed, pack_rows, read_encoded, round_up,  # noqa: E402
-                                token_budget_batches)
+from gpt2_lora.batching import (Layout, collate, collate_packed, pack_rows, packed_shape,  # noqa: E402
+                                read_encoded, token_budget_batches)
 from gpt2_lora.model import GPT2Config, GPT2LMModel  # noqa: E402
 from gpt2_lora.optim import AdamW, Schedule, grouped_parameters  # noqa: E402
 from gpt2_lora.trainstep import LossModel, Stepper, store_frozen_weights  # noqa: E402
@@ -80,10 +80,9 @@ def e2e_like(n: int, rng: np.random.Generator, vocab: int) -> list[tuple[list[in
 def make_batches(examples, args, budget: bool, padded: bool, cudagraphs: bool, packed: bool = False):
     layout = Layout(examples, args.seq_len)
     if packed:  # as gpt2_lora.train --batching packed
-        pack_len = min(round_up(int(layout.n.max()), 64), args.seq_len)
-        n_rows = args.max_tokens // pack_len
+        pack_len, n_rows, select_multiple = packed_shape(layout.n, args.max_tokens, args.seq_len)
         rows = pack_rows(np.random.default_rng(1).permutation(len(examples)).tolist(), layout.n, pack_len)
-        return [collate_packed(layout, rows[i:i + n_rows], pack_len, n_rows, max(64, args.max_tokens // 16))
+        return [collate_packed(layout, rows[i:i + n_rows], pack_len, n_rows, select_multiple)
                 for i in range(0, len(rows), n_rows)]
     pad_multiple, select_multiple = (32, 64) if cudagraphs else (8, 8)  # as gpt2_lora.train does
     if budget:
