@@ -72,6 +72,14 @@ class LoRALayer:
         """scaling * B @ A, laid out like ``merge_target()``."""
         raise NotImplementedError
 
+    def _add_lora_weights(self, a_shape: tuple[int, int], b_shape: tuple[int, int]) -> None:
+        """Create zero A and B (the dtype/device of the frozen weight), set the scaling, freeze that weight."""
+        target = self.merge_target()
+        self.lora_A = nn.Parameter(target.new_zeros(a_shape))
+        self.lora_B = nn.Parameter(target.new_zeros(b_shape))
+        self.scaling = self.lora_alpha / self.r
+        target.requires_grad = False
+
     def _init_lora(self, default_a, default_b) -> None:
         if not self.has_lora:
             return
@@ -138,10 +146,7 @@ class Embedding(LoRALayer, nn.Embedding):
         LoRALayer.__init__(self, r=r, lora_alpha=lora_alpha, lora_dropout=0.0,
                            merge_weights=merge_weights, init=init)
         if r > 0:
-            self.lora_A = nn.Parameter(self.weight.new_zeros((r, num_embeddings)))
-            self.lora_B = nn.Parameter(self.weight.new_zeros((embedding_dim, r)))
-            self.scaling = self.lora_alpha / self.r
-            self.weight.requires_grad = False
+            self._add_lora_weights((r, num_embeddings), (embedding_dim, r))
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -193,10 +198,7 @@ class Linear(_LinearLoRA):
                            merge_weights=merge_weights, init=init)
         self.fan_in_fan_out = fan_in_fan_out
         if r > 0:
-            self.lora_A = nn.Parameter(self.weight.new_zeros((r, in_features)))
-            self.lora_B = nn.Parameter(self.weight.new_zeros((out_features, r)))
-            self.scaling = self.lora_alpha / self.r
-            self.weight.requires_grad = False
+            self._add_lora_weights((r, in_features), (out_features, r))
         self.reset_parameters()
         if fan_in_fan_out:
             self.weight.data = self.weight.data.transpose(0, 1).contiguous()
@@ -232,10 +234,7 @@ class MergedLinear(_LinearLoRA):
         n_enabled = sum(self.enable_lora)
         if r > 0 and n_enabled > 0:
             slice_size = out_features // len(self.enable_lora)
-            self.lora_A = nn.Parameter(self.weight.new_zeros((r * n_enabled, in_features)))
-            self.lora_B = nn.Parameter(self.weight.new_zeros((slice_size * n_enabled, r)))
-            self.scaling = self.lora_alpha / self.r
-            self.weight.requires_grad = False
+            self._add_lora_weights((r * n_enabled, in_features), (slice_size * n_enabled, r))
             # Not saved in checkpoints (loralib keeps these as plain attributes); buffers follow .to().
             enabled = torch.tensor(self.enable_lora)
             self.register_buffer("lora_ind", enabled.repeat_interleave(slice_size), persistent=False)
@@ -307,10 +306,7 @@ class ConvLoRA(LoRALayer, nn.Module):
         if r > 0:
             dims = self.conv.weight.dim() - 2
             out_rows = out_channels // self.conv.groups * kernel_size ** (dims - 1)
-            self.lora_A = nn.Parameter(self.conv.weight.new_zeros((r * kernel_size, in_channels * kernel_size)))
-            self.lora_B = nn.Parameter(self.conv.weight.new_zeros((out_rows, r * kernel_size)))
-            self.scaling = self.lora_alpha / self.r
-            self.conv.weight.requires_grad = False
+            self._add_lora_weights((r * kernel_size, in_channels * kernel_size), (out_rows, r * kernel_size))
         self.reset_parameters()
 
     def reset_parameters(self):
