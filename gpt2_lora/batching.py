@@ -184,18 +184,22 @@ def collate(layout: Layout, indices: Sequence[int], pad_to: int | None = None, p
         index.append(np.arange(r * length + lo, r * length + hi))
         target.append(f[lo + 1:hi + 1])
         row.append(np.full(hi - lo, r))
+    return Batch(torch.from_numpy(ids), *_masked_entries(index, target, row, select_multiple), list(indices),
+                 n.tolist(), sum(len(i) for i in index))
+
+
+def _masked_entries(index: list, target: list, row: list, select_multiple: int) -> list[torch.Tensor]:
+    """Concatenated per-example ``index``, ``target``, ``row`` pieces, padded with weight-0 entries to a
+    multiple of ``select_multiple``: the tensors (index, target, weight, row) of a ``Batch``."""
     index, target, row = np.concatenate(index), np.concatenate(target), np.concatenate(row)
     real = len(index)
     extra = round_up(max(real, 1), select_multiple) - real
     weight = np.ones(real + extra, dtype=np.float32)
-    if extra:
-        weight[real:] = 0.0
-        index = np.concatenate([index, np.zeros(extra, dtype=np.int64)])
-        target = np.concatenate([target, np.zeros(extra, dtype=np.int64)])
-        row = np.concatenate([row, np.zeros(extra, dtype=np.int64)])
-    return Batch(torch.from_numpy(ids), torch.from_numpy(index.astype(np.int64)),
-                 torch.from_numpy(target.astype(np.int64)), torch.from_numpy(weight),
-                 torch.from_numpy(row.astype(np.int64)), list(indices), n.tolist(), real)
+    weight[real:] = 0.0
+    pad = np.zeros(extra, dtype=np.int64)
+    return [torch.from_numpy(np.concatenate([index, pad]).astype(np.int64)),
+            torch.from_numpy(np.concatenate([target, pad]).astype(np.int64)), torch.from_numpy(weight),
+            torch.from_numpy(np.concatenate([row, pad]).astype(np.int64))]
 
 
 def pack_rows(indices: Sequence[int], lengths: np.ndarray, row_len: int) -> list[list[int]]:
@@ -251,15 +255,8 @@ def collate_packed(layout: Layout, rows: Sequence[Sequence[int]], row_len: int, 
             examples.append(i)
             lengths.append(k)
             offset += k
-    index, target, owner = np.concatenate(index), np.concatenate(target), np.concatenate(owner)
-    real = len(index)
-    extra = round_up(max(real, 1), select_multiple) - real
-    weight = np.concatenate([np.ones(real, dtype=np.float32), np.zeros(extra, dtype=np.float32)])
-    pad = np.zeros(extra, dtype=np.int64)
-    return Batch(torch.from_numpy(ids), torch.from_numpy(np.concatenate([index, pad]).astype(np.int64)),
-                 torch.from_numpy(np.concatenate([target, pad]).astype(np.int64)), torch.from_numpy(weight),
-                 torch.from_numpy(np.concatenate([owner, pad]).astype(np.int64)), examples, lengths, real,
-                 torch.from_numpy(pos), torch.from_numpy(seg))
+    return Batch(torch.from_numpy(ids), *_masked_entries(index, target, owner, select_multiple), examples,
+                 lengths, sum(len(i) for i in index), torch.from_numpy(pos), torch.from_numpy(seg))
 
 
 # ------------------------------------------------------------------------------------------- samplers
