@@ -183,16 +183,15 @@ def test_packed_batches_hold_each_example_as_dynamic_does():
             batch = collate_packed(layout, rows, 32, 3, select_multiple=16)
             assert batch.input_ids.shape == (3, 32) and batch.index.numel() % 16 == 0
             real = batch.weight > 0
+            flat_pos = batch.position_ids.view(-1)
+            assert int((batch.segment_ids > 0).sum()) == sum(batch.lengths)
             for e, i in enumerate(batch.examples):  # each example: its tokens at positions 0.., its targets
-                where = (batch.segment_ids.view(-1) > 0).nonzero().view(-1)
-                flat_pos = batch.position_ids.view(-1)
                 mine = batch.row == e
                 single = collate(layout, [i])
                 starts = batch.index[mine & real] - batch.index[mine & real].min()
                 assert flat_pos[batch.index[mine & real]].tolist() == single.index[single.weight > 0].tolist()
                 assert batch.target[mine & real].tolist() == single.target[single.weight > 0].tolist()
                 assert starts.tolist() == list(range(len(starts)))
-                assert where.numel() == sum(batch.lengths)
             seen += batch.examples
         assert sorted(seen) == list(range(60))  # every example exactly once per epoch
     assert plan.epoch(1) != plan.epoch(2)
