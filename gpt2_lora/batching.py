@@ -36,7 +36,7 @@ import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -122,8 +122,10 @@ class Batch:
     ``index`` are positions in ``input_ids.view(-1)`` whose prediction counts; ``target`` their next
     tokens; ``weight`` 1.0 for real entries and 0.0 for the padding that rounds their number up to a
     multiple (so compiled graphs see few shapes); ``row`` which of ``examples`` each entry belongs to
-    (the batch row, unless packed). Packed batches also carry ``position_ids`` (B, T) and
-    ``segment_ids`` (B, T): 1, 2, ... for the examples of a row, 0 for padding.
+    (the batch row, unless packed). Packed batches also carry ``position_ids`` (B, T),
+    ``segment_ids`` (B, T): 1, 2, ... for the examples of a row, 0 for padding, and ``cu_seqlens``: the
+    same segments as offsets into the flattened (B*T) tokens (each row's padding a segment of its own,
+    then zero-length segments up to a fixed count), for variable-length attention kernels.
     """
 
     input_ids: torch.Tensor     # (B, T) int64
@@ -136,6 +138,7 @@ class Batch:
     n_targets: int              # real masked positions
     position_ids: torch.Tensor | None = None  # (B, T) int64, packed batches only
     segment_ids: torch.Tensor | None = None   # (B, T) int32, packed batches only
+    cu_seqlens: torch.Tensor | None = None    # (S + 1,) int32, packed batches only
 
     @property
     def n_tokens(self) -> int:
@@ -143,9 +146,10 @@ class Batch:
 
     def _map(self, fn) -> "Batch":
         tensors = [None if t is None else fn(t) for t in (self.input_ids, self.index, self.target, self.weight,
-                                                           self.row, self.position_ids, self.segment_ids)]
-        *first, position_ids, segment_ids = tensors
-        return Batch(*first, self.examples, self.lengths, self.n_targets, position_ids, segment_ids)
+                                                           self.row, self.position_ids, self.segment_ids,
+                                                           self.cu_seqlens)]
+        *first, position_ids, segment_ids, cu_seqlens = tensors
+        return Batch(*first, self.examples, self.lengths, self.n_targets, position_ids, segment_ids, cu_seqlens)
 
     def to(self, device, non_blocking: bool = True) -> "Batch":
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
@@ -221,31 +225,43 @@ def pack_rows(indices: Sequence[int], lengths: np.ndarray, row_len: int) -> list
     return rows
 
 
-def packed_shape(lengths: np.ndarray, max_tokens: int, seq_len: int, pack_len: int | None = None
-                 ) -> tuple[int, int, int]:
-    """(pack_len, rows per batch, multiple of masked entries) of ``--batching packed``: rows as long as
-    the longest example rounded up to 64 (unless given), as many as ``max_tokens`` holds; the masked
-    entries rounded coarsely (1/16 of the budget), so a compiled step sees only a few shapes."""
+class PackedShape(NamedTuple):
+    pack_len: int         # tokens per row
+    rows: int             # rows per batch
+    select_multiple: int  # the masked entries are padded to a multiple of this
+    max_segments: int     # ``cu_seqlens`` holds this many segments (zero-length ones at the end)
+
+
+def packed_shape(lengths: np.ndarray, max_tokens: int, seq_len: int, pack_len: int | None = None) -> PackedShape:
+    """The fixed batch shape of ``--batching packed``: rows as long as the longest example rounded up
+    to 64 (unless given), as many as ``max_tokens`` holds; the masked entries rounded coarsely (1/16 of
+    the budget) and the segment count bounded (a row holds at most ``pack_len // shortest`` examples
+    plus its padding), so a compiled step sees only a few shapes."""
     if pack_len is None:
         pack_len = min(round_up(int(lengths.max()), 64), seq_len)
-    return pack_len, max_tokens // pack_len, max(64, max_tokens // 16)
+    rows = max_tokens // pack_len
+    shortest = max(int(lengths.min()), 1)
+    return PackedShape(pack_len, rows, max(64, max_tokens // 16), rows * (pack_len // shortest + 1))
 
 
 def collate_packed(layout: Layout, rows: Sequence[Sequence[int]], row_len: int, n_rows: int,
-                   select_multiple: int = 1) -> Batch:
-    """A packed batch of shape (n_rows, row_len): ``rows`` of examples laid end to end, empty rows after."""
+                   select_multiple: int = 1, max_segments: int | None = None) -> Batch:
+    """A packed batch of shape (n_rows, row_len): ``rows`` of examples laid end to end, empty rows after;
+    ``cu_seqlens`` padded with zero-length segments to ``max_segments`` (default: not padded)."""
     if len(rows) > n_rows:
         raise ValueError(f"{len(rows)} rows do not fit a batch of {n_rows}")
     ids = np.zeros((n_rows, row_len), dtype=np.int64)
     pos = np.zeros((n_rows, row_len), dtype=np.int64)
     seg = np.zeros((n_rows, row_len), dtype=np.int32)
-    examples, lengths, index, target, owner = [], [], [], [], []
-    for r, row in enumerate(rows):
+    examples, lengths, index, target, owner, starts = [], [], [], [], [], []
+    for r in range(n_rows):
+        row = rows[r] if r < len(rows) else ()
         offset = 0
         for s, i in enumerate(row, 1):
             f, k, lo, hi = layout.full[i], int(layout.n[i]), int(layout.lo[i]), int(layout.hi[i])
             if offset + k > row_len:
                 raise ValueError(f"row {r} holds more than {row_len} tokens")
+            starts.append(r * row_len + offset)
             ids[r, offset:offset + k] = f[:k]
             pos[r, offset:offset + k] = np.arange(k)
             seg[r, offset:offset + k] = s
@@ -255,8 +271,15 @@ def collate_packed(layout: Layout, rows: Sequence[Sequence[int]], row_len: int, 
             examples.append(i)
             lengths.append(k)
             offset += k
+        if offset < row_len:  # the row's padding: a segment of its own
+            starts.append(r * row_len + offset)
+    if max_segments is not None and len(starts) > max_segments:
+        raise ValueError(f"{len(starts)} segments exceed max_segments={max_segments}")
+    cu = np.full((max_segments or len(starts)) + 1, n_rows * row_len, dtype=np.int32)
+    cu[:len(starts)] = starts
     return Batch(torch.from_numpy(ids), *_masked_entries(index, target, owner, select_multiple), examples,
-                 lengths, sum(len(i) for i in index), torch.from_numpy(pos), torch.from_numpy(seg))
+                 lengths, sum(len(i) for i in index), torch.from_numpy(pos), torch.from_numpy(seg),
+                 torch.from_numpy(cu))
 
 
 # ------------------------------------------------------------------------------------------- samplers

@@ -24,6 +24,11 @@ import torch.nn.functional as F
 from . import lora
 from .errors import UserError
 
+# Flash attention over variable-length segments: the aten op under torch.nn.attention.varlen (torch's
+# own nested-tensor path uses it; it has a backward). Called directly because some releases route the
+# public wrapper to a cuDNN path that rebuilds its plan on every call.
+FLASH_VARLEN = getattr(torch.ops.aten, "_flash_attention_forward", None)
+
 # The three sizes of the paper (upstream gpt2_ft.py / gpt2_beam.py --model_card).
 CARDS: dict[str, dict[str, int]] = {
     "gpt2.sm": dict(n_embd=768, n_layer=12, n_head=12),
@@ -181,6 +186,21 @@ def attention_mask(keep: torch.Tensor, query_len: int) -> torch.Tensor:
     return causal[None, None] & (keep[:, None, None, :].bool() | own[None, None])
 
 
+@dataclass(frozen=True)
+class Segments:
+    """``attn_mask`` for packed rows on the variable-length kernel: the flattened (B*T) tokens cut at
+    ``cu_seqlens`` ((S+1,) int32 offsets, zero-length segments allowed), each token attending causally
+    within its segment; ``max_len`` bounds a segment's length (the row length)."""
+    cu_seqlens: torch.Tensor
+    max_len: int
+
+
+def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments) -> torch.Tensor:
+    """Causal attention within segments; q, k, v and the result are (B*T, heads, head_dim)."""
+    cu, n = segments.cu_seqlens, segments.max_len
+    return FLASH_VARLEN(q, k, v, cu, cu, n, n, 0.0, True, False)[0]  # dropout 0, causal, no debug mask
+
+
 class Conv1D(nn.Module):
     """A linear layer whose weight is stored (in, out), as in HF / upstream GPT-2."""
 
@@ -209,6 +229,9 @@ class Attention(nn.Module):
     def forward(self, x, layer, cache, attn_mask, is_causal):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
+        if isinstance(attn_mask, Segments):  # packed rows: (B*T, heads, head_dim) views, no transposes
+            q, k, v = (t.reshape(B * T, self.n_head, C // self.n_head) for t in (q, k, v))
+            return self.c_proj(segment_attention(q, k, v, attn_mask).reshape(B, T, C))
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if cache is not None:
             k, v = cache.update(layer, k, v)
@@ -295,13 +318,16 @@ class GPT2LMModel(nn.Module):
             nn.init.zeros_(module.bias)
 
     def hidden_states(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
-                      cache=None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+                      cache=None, attn_mask: torch.Tensor | Segments | None = None,
+                      residual_dtype: torch.dtype | None = None) -> torch.Tensor:
         """Final hidden states (B, T, n_embd) after ``ln_f``.
 
         ``cache``: any object with ``length``, ``update(layer, k, v)`` and ``advance(n)``.
         ``attn_mask``: bool, broadcastable to (B, 1, T, S) with S = cache length + T, True = may
         attend; used as given (include causality yourself, see ``attention_mask``). Without it the
-        model applies the causal mask aligned to the newest token.
+        model applies the causal mask aligned to the newest token. A ``Segments`` (no cache) runs
+        the variable-length kernel instead.
+        ``residual_dtype``: the dtype of the residual stream (default: the embeddings', fp32).
         """
         T = input_ids.size(-1)
         past = cache.length if cache is not None else 0
@@ -310,7 +336,10 @@ class GPT2LMModel(nn.Module):
                 raise ValueError(f"sequence of {past + T} tokens exceeds n_positions={self.config.n_positions}")
             position_ids = torch.arange(past, past + T, device=input_ids.device)[None]
         is_causal = False
-        if attn_mask is not None:
+        if isinstance(attn_mask, Segments):
+            if cache is not None or FLASH_VARLEN is None:
+                raise ValueError("Segments attention needs torch's flash attention and no cache")
+        elif attn_mask is not None:
             if attn_mask.dtype != torch.bool:
                 raise ValueError(f"attn_mask must be bool (True = may attend), got {attn_mask.dtype}")
         elif past == 0:
@@ -318,6 +347,8 @@ class GPT2LMModel(nn.Module):
         elif T > 1:  # a chunk after a prefill: query i sees every past key and chunk keys <= i
             attn_mask = torch.ones(T, past + T, dtype=torch.bool, device=input_ids.device).tril(past)
         x = self.transformer.wte(input_ids) + self.transformer.wpe(position_ids)
+        if residual_dtype is not None:
+            x = x.to(residual_dtype)
         for i, block in enumerate(self.transformer.h):
             x = block(x, i, cache, attn_mask, is_causal)
         if cache is not None:

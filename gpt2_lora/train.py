@@ -44,7 +44,8 @@ from .trainstate import (RESUME_FILE, Progress, RunLog, load_resume, save_merged
                          set_rng_state, trainable_state, weights_path)
 from .cudagraph import GraphedStepper, unsupported_reason
 from .devices import resolve_device
-from .trainstep import PRECISIONS, LossModel, Stepper, check_precision, evaluate, store_frozen_weights
+from .trainstep import (PACKED_ATTENTION, PRECISIONS, RESIDUALS, LossModel, Stepper, check_fast_paths,
+                        check_precision, evaluate, store_frozen_weights)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     new = p.add_argument_group("gpt2-lora additions")
     b = new.add_argument
     b("--precision", choices=PRECISIONS, default=None, help="fp32 (upstream), bf16 or fp16 autocast [fp32]")
+    b("--residual", choices=RESIDUALS, default="fp32", help="dtype of the residual stream; bf16 (with "
+      "--precision bf16) halves the memory traffic of LayerNorm/residual kernels but rounds the stream [fp32]")
+    b("--packed_attention", choices=PACKED_ATTENTION, default="mask", help="with --batching packed: a dense "
+      "block-diagonal mask per row, or varlen: the variable-length flash kernel (CUDA, bf16/fp16) [mask]")
     b("--compile", nargs="?", const="default", default=None, metavar="MODE",
       help="torch.compile the training step (MODE: default, reduce-overhead, max-autotune, ...)")
     b("--batching", choices=BATCHING_MODES, default="dynamic",
@@ -205,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args, rank: int, world_size: int, device: torch.device) -> int:
     check_precision(device, args.precision)
+    check_fast_paths(device, args.precision, args.residual, args.packed_attention, args.batching)
     work_dir = Path(args.work_dir)
     if rank == 0 and not args.resume and (work_dir / RESUME_FILE).exists() and not args.overwrite:
         raise UserError(f"--work_dir {work_dir} already holds a run ({RESUME_FILE}); pass --resume to continue "
@@ -221,14 +227,13 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     check_lengths(train_layout, args.train_data)
     packed = args.batching == "packed"
     if packed:
-        args.pack_len, n_rows, select_multiple = packed_shape(train_layout.n, args.max_tokens or 0, args.seq_len,
-                                                              args.pack_len)
-        record_args["pack_len"] = args.pack_len
+        shape = packed_shape(train_layout.n, args.max_tokens or 0, args.seq_len, args.pack_len)
+        args.pack_len = record_args["pack_len"] = shape.pack_len
     plan = BatchPlan(train_layout.n, args.train_batch_size, args.random_seed, args.batching, world_size, rank,
                      args.max_tokens, args.pad_multiple, pack_len=args.pack_len)
     pad_to = args.seq_len if args.batching == "padded" else None
     if packed:  # one (rows, pack_len) shape; the masked entries rounded coarsely, so few shapes in all
-        make_batch = lambda rows: collate_packed(train_layout, rows, args.pack_len, n_rows, select_multiple)  # noqa: E731
+        make_batch = lambda rows: collate_packed(train_layout, rows, *shape)  # noqa: E731
     else:
         select_multiple = 64 if args.cudagraphs else 8
         make_batch = lambda idx: collate(train_layout, idx, pad_to, args.pad_multiple, select_multiple)  # noqa: E731
@@ -262,7 +267,8 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
         say(f"training already finished at step {progress.step}")
         return 0
 
-    loss_model = LossModel(model, args.label_smooth, args.precision)
+    loss_model = LossModel(model, args.label_smooth, args.precision, args.residual,
+                           varlen=args.packed_attention == "varlen")
     ddp = None
     step_fn = loss_model
     if world_size > 1:

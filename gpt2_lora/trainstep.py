@@ -12,7 +12,14 @@ Precision (``--precision``): ``fp32`` is upstream's. ``bf16``/``fp16`` run under
 the frozen matmul weights are stored in that dtype once (autocast would re-cast them every step,
 since it caches casts only of trainable leaves) while LoRA weights, their gradients and the optimizer
 state stay fp32; embeddings, LayerNorms and biases stay fp32 too, so the residual stream is fp32 as in
-ordinary autocast. ``fp16`` adds a gradient scaler.
+ordinary autocast. ``fp16`` adds a gradient scaler. ``--residual bf16`` (with ``--precision bf16``) keeps
+the residual stream itself in bf16, as a model loaded in bf16 would: half the memory traffic of the
+LayerNorm/residual kernels, at the cost of bf16 rounding of the stream (a numerics change, opt-in).
+
+Packed batches attend through a dense block-diagonal causal mask over each row. With
+``--packed_attention varlen`` (CUDA, fp16/bf16) they use the variable-length flash kernel instead
+(``model.Segments``): each example's own causal attention and nothing else, about half the attention
+work at E2E lengths. Both give the same loss and gradients (``tests/test_gpu.py``).
 """
 
 from __future__ import annotations
@@ -26,8 +33,11 @@ from torch import nn
 
 from .batching import Batch
 from .errors import UserError
+from .model import FLASH_VARLEN, Segments
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+RESIDUALS = ("fp32", "bf16")
+PACKED_ATTENTION = ("mask", "varlen")
 LOW_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 SMOOTH_THRESHOLD = 0.0001  # upstream applies label smoothing only above this
 MASK_EPS = 0.0001          # upstream's denominator: mask.sum() + 0.0001
@@ -46,6 +56,23 @@ def check_precision(device: torch.device, precision: str) -> None:
         raise UserError("--precision fp16 (or --fp16) needs a CUDA device; use bf16 or fp32 on the CPU")
 
 
+def check_fast_paths(device: torch.device, precision: str, residual: str, packed_attention: str,
+                     batching: str) -> None:
+    """One-line errors for ``--residual`` and ``--packed_attention`` where they cannot run."""
+    if residual not in RESIDUALS:
+        raise UserError(f"--residual must be one of {', '.join(RESIDUALS)}, got {residual!r}")
+    if residual == "bf16" and precision != "bf16":
+        raise UserError(f"--residual bf16 needs --precision bf16 (got --precision {precision})")
+    if packed_attention not in PACKED_ATTENTION:
+        raise UserError(f"--packed_attention must be one of {', '.join(PACKED_ATTENTION)}, got {packed_attention!r}")
+    if packed_attention == "varlen":
+        if batching != "packed":
+            raise UserError("--packed_attention varlen needs --batching packed")
+        if device.type != "cuda" or precision == "fp32" or FLASH_VARLEN is None:
+            raise UserError("--packed_attention varlen needs a CUDA device, --precision bf16 or fp16 and a torch "
+                            "with flash attention; use --packed_attention mask")
+
+
 def store_frozen_weights(model: nn.Module, precision: str) -> int:
     """Cast frozen matmul weights (2-D, not embeddings) to the autocast dtype; returns how many."""
     if precision == "fp32":
@@ -62,27 +89,37 @@ def store_frozen_weights(model: nn.Module, precision: str) -> int:
 class LossModel(nn.Module):
     """``GPT2LMModel`` + upstream's masked LM loss; ``forward`` takes the tensors of a ``Batch``."""
 
-    def __init__(self, model: nn.Module, label_smooth: float = 0.0, precision: str = "fp32"):
+    def __init__(self, model: nn.Module, label_smooth: float = 0.0, precision: str = "fp32",
+                 residual: str = "fp32", varlen: bool = False):
         super().__init__()
         self.model = model
         self.label_smooth = label_smooth if label_smooth > SMOOTH_THRESHOLD else 0.0
+        self.residual_dtype = torch.bfloat16 if residual == "bf16" else None
+        self.varlen = varlen  # packed rows on the variable-length flash kernel (CUDA, fp16/bf16)
         wte = model.transformer.wte.weight
         # A frozen tied head is cast to the autocast dtype once (a plain attribute: not a parameter,
         # not in checkpoints, not synchronised by DDP).
         self.head = wte.detach().to(LOW_DTYPES[precision]) if precision != "fp32" and not wte.requires_grad else None
 
     def masked_logits(self, input_ids: torch.Tensor, index: torch.Tensor, position_ids=None,
-                      segment_ids=None) -> torch.Tensor:
+                      segment_ids=None, cu_seqlens=None) -> torch.Tensor:
         """Logits (K, vocab) at the flattened positions ``index`` of ``input_ids`` (B, T); packed rows
-        (``segment_ids``) attend within their own example only."""
-        mask = None if segment_ids is None else packed_attention_mask(segment_ids)
-        hidden = self.model.hidden_states(input_ids, position_ids, attn_mask=mask)
+        (``segment_ids``, ``cu_seqlens``) attend within their own example only."""
+        if segment_ids is None:
+            mask = None
+        elif self.varlen and cu_seqlens is not None:
+            mask = Segments(cu_seqlens, input_ids.size(1))
+        else:
+            mask = packed_attention_mask(segment_ids)
+        hidden = self.model.hidden_states(input_ids, position_ids, attn_mask=mask,
+                                          residual_dtype=self.residual_dtype)
         picked = hidden.reshape(-1, hidden.size(-1)).index_select(0, index)
         head = self.model.transformer.wte.weight if self.head is None else self.head
         return F.linear(picked, head)
 
-    def forward(self, input_ids, index, target, weight, position_ids=None, segment_ids=None) -> torch.Tensor:
-        logits = self.masked_logits(input_ids, index, position_ids, segment_ids)
+    def forward(self, input_ids, index, target, weight, position_ids=None, segment_ids=None,
+                cu_seqlens=None) -> torch.Tensor:
+        logits = self.masked_logits(input_ids, index, position_ids, segment_ids, cu_seqlens)
         losses = smoothed_nll(logits, target, self.label_smooth)
         return (losses * weight).sum() / (weight.sum() + MASK_EPS)
 
@@ -113,7 +150,8 @@ def packed_attention_mask(segment_ids: torch.Tensor) -> torch.Tensor:
 
 def batch_args(batch: Batch) -> tuple[torch.Tensor, ...]:
     if batch.segment_ids is not None:
-        return batch.input_ids, batch.index, batch.target, batch.weight, batch.position_ids, batch.segment_ids
+        return (batch.input_ids, batch.index, batch.target, batch.weight, batch.position_ids, batch.segment_ids,
+                batch.cu_seqlens)
     return batch.input_ids, batch.index, batch.target, batch.weight
 
 

@@ -64,7 +64,13 @@ OURS = {
     "ours bf16 CUDA graph": ("bf16", "graph", "dynamic", False),
     "ours bf16+compile token-budget": ("bf16", "default", "dynamic", True),
     "ours bf16+compile packed": ("bf16", "default", "packed", True),
+    "ours bf16+compile packed varlen-attention": ("bf16", "default", "packed", True),
+    "ours bf16+compile packed bf16-residual": ("bf16", "default", "packed", True),
 }
+# LossModel options of some configurations: the variable-length flash kernel instead of the dense
+# block-diagonal mask (--packed_attention varlen), and the bf16 residual stream (--residual bf16)
+LOSS_OPTIONS = {"ours bf16+compile packed varlen-attention": dict(varlen=True),
+                "ours bf16+compile packed bf16-residual": dict(residual="bf16")}
 HF = {"HF+PEFT fp32": "fp32", "HF+PEFT bf16 autocast": "bf16"}
 PEAKS = {"H100": (989e12, 67e12), "H200": (989e12, 67e12), "A100": (312e12, 19.5e12)}  # dense bf16, fp32
 
@@ -80,10 +86,9 @@ def e2e_like(n: int, rng: np.random.Generator, vocab: int) -> list[tuple[list[in
 def make_batches(examples, args, budget: bool, padded: bool, cudagraphs: bool, packed: bool = False):
     layout = Layout(examples, args.seq_len)
     if packed:  # as gpt2_lora.train --batching packed
-        pack_len, n_rows, select_multiple = packed_shape(layout.n, args.max_tokens, args.seq_len)
-        rows = pack_rows(np.random.default_rng(1).permutation(len(examples)).tolist(), layout.n, pack_len)
-        return [collate_packed(layout, rows[i:i + n_rows], pack_len, n_rows, select_multiple)
-                for i in range(0, len(rows), n_rows)]
+        shape = packed_shape(layout.n, args.max_tokens, args.seq_len)
+        rows = pack_rows(np.random.default_rng(1).permutation(len(examples)).tolist(), layout.n, shape.pack_len)
+        return [collate_packed(layout, rows[i:i + shape.rows], *shape) for i in range(0, len(rows), shape.rows)]
     pad_multiple, select_multiple = (32, 64) if cudagraphs else (8, 8)  # as gpt2_lora.train does
     if budget:
         order = sorted(range(len(examples)), key=lambda i: layout.n[i])
@@ -157,7 +162,7 @@ def run_ours(name, examples, config, args, device):
         model = GPT2LMModel(config)
     lora.mark_only_lora_as_trainable(model)
     store_frozen_weights(model, precision)
-    loss_model = LossModel(model, label_smooth=0.1, precision=precision).train()
+    loss_model = LossModel(model, label_smooth=0.1, precision=precision, **LOSS_OPTIONS.get(name, {})).train()
     fn = loss_model if compile_mode in (None, "graph") else torch.compile(
         loss_model, mode=None if compile_mode == "default" else compile_mode, dynamic=padding != "packed")
     optimizer = AdamW(grouped_parameters(model, False), lr=2e-4, betas=(0.9, 0.999), eps=1e-6,
@@ -320,15 +325,15 @@ def main(argv=None) -> int:
     with atomic_write(args.json) as handle:
         handle.write(json.dumps(info, indent=2) + "\n")
 
-    head = f"{'configuration':34s} {'ms/step':>9s} {'tokens/s':>10s} {'ex/step':>7s} {'MFU':>6s} {'5 E2E epochs':>13s}"
+    head = f"{'configuration':44s} {'ms/step':>9s} {'tokens/s':>10s} {'ex/step':>7s} {'MFU':>6s} {'5 E2E epochs':>13s}"
     print(head)
     print("-" * len(head))
     for r in results:
         if r["status"] != "ok":
-            print(f"{r['config']:34s} {r['status']}")
+            print(f"{r['config']:44s} {r['status']}")
             continue
         mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else "   n/a"
-        print(f"{r['config']:34s} {r['ms_per_step']:9.2f} {r['tokens_per_s']:10,.0f} {r['examples_per_step']:7.1f} "
+        print(f"{r['config']:44s} {r['ms_per_step']:9.2f} {r['tokens_per_s']:10,.0f} {r['examples_per_step']:7.1f} "
               f"{mfu:>6s} {r['e2e_minutes']:10.1f} min")
     print(f"(written to {args.json}; '5 E2E epochs' = ms/step x {E2E_STEPS} steps, or for the token-budget and packed rows "
           f"the same tokens at its throughput)")

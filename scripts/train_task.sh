@@ -13,7 +13,8 @@
 #               scripts/download_data.sh)
 #   WORK_DIR    output folder (default trained_models/GPT2_<S|M|L>/<task>)
 #   NPROC       GPUs; above 1 runs torchrun (global batch = 8 x NPROC, as upstream)
-#   PRECISION   bf16 (default), fp32 or fp16
+#   PRECISION   bf16 (default), fp32 or fp16; RESIDUAL=bf16: a bf16 residual stream (faster, rounds it)
+#   PACKED_ATTENTION  mask (default) or varlen, with BATCHING=packed (see --packed_attention)
 #   GRAPHS      1 (default): --cuda_graphs, the whole step as one CUDA graph (the measured fast path;
 #               one GPU, falls back to the eager step elsewhere); 0: eager step
 #   COMPILE     1 or a torch.compile mode (e.g. reduce-overhead): torch.compile instead of CUDA graphs
@@ -72,6 +73,8 @@ esac
 
 SPEED=(--precision "${PRECISION:-bf16}" --batching "${BATCHING:-dynamic}")
 [ -n "${MAX_TOKENS:-}" ] && SPEED+=(--max_tokens "$MAX_TOKENS")
+[ -n "${RESIDUAL:-}" ] && SPEED+=(--residual "$RESIDUAL")
+[ -n "${PACKED_ATTENTION:-}" ] && SPEED+=(--packed_attention "$PACKED_ATTENTION")
 case "${COMPILE:-0}" in
   0|"") [ "${GRAPHS:-1}" = 1 ] && SPEED+=(--cuda_graphs) ;;
   1) SPEED+=(--compile) ;;

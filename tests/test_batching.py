@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from gpt2_lora.batching import (BatchPlan, Layout, Prefetcher, collate, collate_packed, eval_batches, pack_rows,
-                                read_encoded, token_budget_batches, upstream_order)
+                                packed_shape, read_encoded, token_budget_batches, upstream_order)
 from gpt2_lora.errors import UserError
 
 
@@ -172,19 +172,49 @@ def test_pack_rows_best_fit_decreasing():
         pack_rows(range(8), lengths, 6)
 
 
+def test_collate_packed_refuses_more_segments_than_its_fixed_size():
+    layout = Layout([([1, 2], [3]), ([4], [5]), ([6], [7, 8])], 8)  # lengths 3, 2, 3
+    batch = collate_packed(layout, [[0, 1], [2]], 8, 2)  # unpadded: 2 + 1 examples, 2 padding segments
+    assert batch.cu_seqlens.tolist() == [0, 3, 5, 8, 11, 16]
+    with pytest.raises(ValueError, match="5 segments exceed max_segments=4"):
+        collate_packed(layout, [[0, 1], [2]], 8, 2, max_segments=4)
+
+
+def check_cu_seqlens(batch, max_segments):
+    """cu_seqlens: fixed size, from 0 to B*T; its non-empty segments are, row by row, the examples
+    (their lengths in order) then the row's padding; each lies in one row with one segment id."""
+    B, T = batch.input_ids.shape
+    cu = batch.cu_seqlens.tolist()
+    assert len(cu) == max_segments + 1 and cu[0] == 0 and cu[-1] == B * T and cu == sorted(cu)
+    spans = [(a, b) for a, b in zip(cu, cu[1:]) if b > a]
+    segments = batch.segment_ids.view(-1)
+    lengths = []
+    for a, b in spans:
+        assert a // T == (b - 1) // T  # within one row
+        assert len(set(segments[a:b].tolist())) == 1
+        if int(segments[a]) > 0:
+            lengths.append(b - a)
+        else:
+            assert b % T == 0  # padding closes its row
+    assert lengths == list(batch.lengths)
+
+
 def test_packed_batches_hold_each_example_as_dynamic_does():
     examples = make_examples(60, seed=4)
     layout = Layout(examples, 24)
     plan = BatchPlan(layout.n, 4, 5, "packed", max_tokens=96, pack_len=32)
+    shape = packed_shape(layout.n, 96, 24, 32)
+    assert shape == (32, 3, 64, 3 * (32 // int(layout.n.min()) + 1))
     for epoch in (1, 2):
         seen = []
         for rows in plan.epoch(epoch):
             assert len(rows) <= 3
-            batch = collate_packed(layout, rows, 32, 3, select_multiple=16)
+            batch = collate_packed(layout, rows, 32, 3, select_multiple=16, max_segments=shape.max_segments)
             assert batch.input_ids.shape == (3, 32) and batch.index.numel() % 16 == 0
             real = batch.weight > 0
             flat_pos = batch.position_ids.view(-1)
             assert int((batch.segment_ids > 0).sum()) == sum(batch.lengths)
+            check_cu_seqlens(batch, shape.max_segments)
             for e, i in enumerate(batch.examples):  # each example: its tokens at positions 0.., its targets
                 mine = batch.row == e
                 single = collate(layout, [i])

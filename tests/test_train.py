@@ -17,7 +17,7 @@ from gpt2_lora.checkpoint import load_checkpoint_file
 from gpt2_lora.model import GPT2Config, GPT2LMModel
 from gpt2_lora.optim import AdamW, Schedule
 from gpt2_lora.train import main
-from gpt2_lora.trainstep import LossModel, autocast, evaluate, store_frozen_weights
+from gpt2_lora.trainstep import LossModel, autocast, batch_args, evaluate, store_frozen_weights
 
 TINY = dict(vocab_size=128, n_positions=64, n_ctx=64, n_embd=32, n_layer=2, n_head=2)
 
@@ -101,6 +101,57 @@ def test_packed_loss_and_gradients_equal_dynamic():
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def reference_varlen_flash(q, k, v, cu_q, cu_k, max_q, max_k, dropout, causal, debug):
+    """A plain stand-in for aten._flash_attention_forward(varlen): causal SDPA segment by segment."""
+    assert cu_q is cu_k and dropout == 0.0 and causal and not debug and q.dim() == 3
+    out = torch.zeros_like(q)
+    bounds = cu_q.tolist()
+    for start, end in zip(bounds, bounds[1:]):
+        if end > start:  # zero-length segments pad cu_seqlens to a fixed size
+            assert end - start <= max_q
+            seg = [t[start:end].transpose(0, 1) for t in (q, k, v)]  # (heads, n, head_dim)
+            out[start:end] = F.scaled_dot_product_attention(*seg, is_causal=True).transpose(0, 1)
+    return out, None, None, None, None
+
+
+def test_packed_segments_path_equals_mask_path(monkeypatch):
+    """The variable-length attention path (model.Segments: (B*T, heads, head_dim) views, cu_seqlens
+    padded with zero-length segments) computes what the dense block-diagonal mask computes; the
+    flash kernel itself is checked against the mask on CUDA in test_gpu.py."""
+    from gpt2_lora import model as model_module
+    monkeypatch.setattr(model_module, "FLASH_VARLEN", reference_varlen_flash)
+    model = tiny_model()
+    layout = Layout(copy_task(9, seed=6), 32)
+    rows = pack_rows(range(9), layout.n, 24)
+    packed = collate_packed(layout, rows, 24, len(rows) + 1, 16, max_segments=4 * (len(rows) + 1))
+    assert int((packed.cu_seqlens[1:] == packed.cu_seqlens[:-1]).sum()) > 0  # zero-length segments present
+    losses, grads = [], []
+    for varlen in (True, False):
+        model.zero_grad()
+        loss = LossModel(model, 0.1, varlen=varlen)(*batch_args(packed))
+        loss.backward()
+        losses.append(float(loss.detach()))
+        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_residual_stream_is_close_and_is_bf16():
+    """--residual bf16 rounds the residual stream to bf16 (the blocks' outputs come out bf16); the
+    loss stays within bf16 tolerance of the fp32 stream."""
+    model = tiny_model().eval()
+    batch = collate(Layout(copy_task(6, seed=5), 32), list(range(6)), pad_multiple=8)
+    lora.mark_only_lora_as_trainable(model)
+    store_frozen_weights(model, "bf16")
+    seen = []
+    model.transformer.h[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with torch.no_grad(), autocast(torch.device("cpu"), "bf16"):
+        losses = [float(LossModel(model, 0.1, "bf16", residual)(*batch_args(batch))) for residual in ("fp32", "bf16")]
+    assert seen == [torch.float32, torch.bfloat16]
+    assert losses[1] == pytest.approx(losses[0], rel=2e-2)
 
 
 def test_bf16_loss_close_to_fp32():
@@ -276,6 +327,10 @@ def run_cli(argv, capsys):
     (["--max_epoch", "1", "--batching", "packed"], "--batching packed needs --max_tokens"),
     (["--max_epoch", "1", "--batching", "packed", "--max_tokens", "64", "--pack_len", "8"], "--pack_len 8"),
     (["--max_epoch", "1", "--batching", "packed", "--max_tokens", "16", "--pack_len", "32"], "less than one row"),
+    (["--max_epoch", "1", "--residual", "bf16"], "--residual bf16 needs --precision bf16"),
+    (["--max_epoch", "1", "--packed_attention", "varlen"], "needs --batching packed"),
+    (["--max_epoch", "1", "--batching", "packed", "--max_tokens", "64", "--precision", "bf16",
+      "--packed_attention", "varlen"], "needs a CUDA device"),
 ])
 def test_bad_flags_are_one_line_errors(files, tmp_path, capsys, extra, message):
     code, err = run_cli(base_args(files, tmp_path / "w", *extra), capsys)
