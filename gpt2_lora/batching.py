@@ -19,7 +19,8 @@ Three ways to pad a batch (``--batching``):
   of ``max_tokens`` tokens (best-fit decreasing). Each keeps its own positions (from 0) and attends
   only to its own tokens (a block-diagonal causal mask), so each example's loss terms are exactly
   those of ``dynamic``; only the grouping into batches changes, as in ``bucketed``. Every batch has
-  the same shape, so compiled code is specialised once and there is almost no padding.
+  the same shape (but for the count of masked entries, which a compiled step marks dynamic), so
+  compiled code is specialised once and there is almost no padding.
 
 ``padded`` and ``dynamic`` use upstream's example order: ``DistributedSampler(shuffle=True,
 seed=random_seed)`` with ``set_epoch(epoch)`` (epochs count from 1), over ``ceil(N / batch) * batch``
@@ -232,16 +233,19 @@ class PackedShape(NamedTuple):
     max_segments: int     # ``cu_seqlens`` holds this many segments (zero-length ones at the end)
 
 
-def packed_shape(lengths: np.ndarray, max_tokens: int, seq_len: int, pack_len: int | None = None) -> PackedShape:
+def packed_shape(lengths: np.ndarray, max_tokens: int, seq_len: int, pack_len: int | None = None,
+                 dynamic_entries: bool = False) -> PackedShape:
     """The fixed batch shape of ``--batching packed``: rows as long as the longest example rounded up
-    to 64 (unless given), as many as ``max_tokens`` holds; the masked entries rounded coarsely (1/16 of
-    the budget) and the segment count bounded (a row holds at most ``pack_len // shortest`` examples
-    plus its padding), so a compiled step sees only a few shapes."""
+    to 64 (unless given), as many as ``max_tokens`` holds, and a bound on the segment count (a row
+    holds at most ``pack_len // shortest`` examples plus its padding). The masked entries are rounded
+    to 64 when the compiled step treats their number as dynamic (``dynamic_entries``), else coarsely
+    (1/16 of the budget) so that specialised code sees only a few shapes."""
     if pack_len is None:
         pack_len = min(round_up(int(lengths.max()), 64), seq_len)
     rows = max_tokens // pack_len
     shortest = max(int(lengths.min()), 1)
-    return PackedShape(pack_len, rows, max(64, max_tokens // 16), rows * (pack_len // shortest + 1))
+    select_multiple = 64 if dynamic_entries else max(64, max_tokens // 16)
+    return PackedShape(pack_len, rows, select_multiple, rows * (pack_len // shortest + 1))
 
 
 def collate_packed(layout: Layout, rows: Sequence[Sequence[int]], row_len: int, n_rows: int,

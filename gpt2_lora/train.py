@@ -227,7 +227,8 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     check_lengths(train_layout, args.train_data)
     packed = args.batching == "packed"
     if packed:
-        shape = packed_shape(train_layout.n, args.max_tokens or 0, args.seq_len, args.pack_len)
+        shape = packed_shape(train_layout.n, args.max_tokens or 0, args.seq_len, args.pack_len,
+                             dynamic_entries=bool(args.compile))
         args.pack_len = record_args["pack_len"] = shape.pack_len
     plan = BatchPlan(train_layout.n, args.train_batch_size, args.random_seed, args.batching, world_size, rank,
                      args.max_tokens, args.pad_multiple, pack_len=args.pack_len)
@@ -279,12 +280,14 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
         ddp = DDP(loss_model, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
         step_fn = ddp
     if args.compile:
-        # packed batches have a fixed shape: specialised code is faster (18% on an H100) than dynamic shapes
+        # packed batches have a fixed shape: specialised code is faster (18% on an H100) than dynamic
+        # shapes. Only the number of masked entries varies; it is marked dynamic, so one compilation
+        # serves every batch (55 s instead of 150 s for three specialised ones, 0.8% slower steps, H200).
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
         step_fn = torch.compile(step_fn, mode=None if args.compile == "default" else args.compile,
-                                dynamic=not packed)
+                                dynamic=None if packed else True)
     stepper = Stepper(step_fn, optimizer, schedule, device, args.precision, args.grad_acc, args.clip, ddp=ddp,
-                      cudagraphs=args.cudagraphs and bool(args.compile))
+                      cudagraphs=args.cudagraphs and bool(args.compile), dynamic_entries=packed and bool(args.compile))
     if args.cuda_graphs:
         reason = unsupported_reason(device, world_size, args.grad_acc, args.precision)
         if reason:

@@ -148,6 +148,13 @@ def packed_attention_mask(segment_ids: torch.Tensor) -> torch.Tensor:
     return ((segment_ids[:, :, None] == segment_ids[:, None, :]) & causal)[:, None]
 
 
+def mark_entries_dynamic(batch: Batch) -> None:
+    """Let a compiled step treat the number of masked entries K as symbolic: one compilation serves
+    every K (a packed batch's only varying size) instead of one per distinct K."""
+    for t in (batch.index, batch.target, batch.weight):
+        torch._dynamo.mark_dynamic(t, 0)
+
+
 def batch_args(batch: Batch) -> tuple[torch.Tensor, ...]:
     if batch.segment_ids is not None:
         return (batch.input_ids, batch.index, batch.target, batch.weight, batch.position_ids, batch.segment_ids,
@@ -162,8 +169,9 @@ class Stepper:
     def __init__(self, loss_fn, optimizer: torch.optim.Optimizer, schedule, device: torch.device,
                  precision: str = "fp32", grad_acc: int = 1, clip: float = 0.0,
                  params: Iterable[torch.Tensor] | None = None, ddp: nn.Module | None = None,
-                 cudagraphs: bool = False):
+                 cudagraphs: bool = False, dynamic_entries: bool = False):
         self.loss_fn, self.optimizer, self.schedule = loss_fn, optimizer, schedule
+        self.dynamic_entries = dynamic_entries  # mark K dynamic for a compiled loss_fn
         self.device, self.precision, self.grad_acc, self.clip = device, precision, grad_acc, clip
         self.params = [p for g in optimizer.param_groups for p in g["params"]] if params is None else list(params)
         self.ddp = ddp
@@ -176,6 +184,8 @@ class Stepper:
         sync = self.ddp is None or update
         if self.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
+        if self.dynamic_entries:
+            mark_entries_dynamic(batch)
         with (contextlib.nullcontext() if sync else self.ddp.no_sync()), autocast(self.device, self.precision):
             loss = self.loss_fn(*batch_args(batch))
         self.loss_sum += loss.detach()

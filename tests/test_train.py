@@ -285,6 +285,33 @@ def test_packed_batching_trains(files, tmp_path):
     assert train[0] > 4.0 and train[-1] < 0.5 * train[0]
 
 
+def test_packed_compile_traces_once_for_every_masked_entry_count(files, tmp_path, monkeypatch):
+    """--batching packed --compile: one trace serves all batches although K (masked entries) varies,
+    since K is marked dynamic. K is rounded to 8 here (64 in real runs) so that it does vary, and the
+    compiler backend is a counting eager one to stay fast; without the marking dynamo traces again."""
+    import torch._dynamo
+    from gpt2_lora import train as train_module
+    traces, real_compile, real_shape = [], torch.compile, train_module.packed_shape
+
+    def counting(gm, example_inputs):
+        traces.append(gm)
+        return gm.forward
+
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, dynamic=None: real_compile(fn, backend=counting,
+                                                                                          dynamic=dynamic))
+    monkeypatch.setattr(train_module, "packed_shape",
+                        lambda *a, **k: real_shape(*a, **k)._replace(select_multiple=8))
+    torch._dynamo.reset()
+    main(base_args(files, tmp_path / "run", "--lora_dim", "4", "--lora_alpha", "8", "--max_step", "6",
+                   "--batching", "packed", "--max_tokens", "32", "--pack_len", "16", "--compile",
+                   "--eval_interval", "100", "--save_interval", "100"))
+    torch._dynamo.reset()
+    layout = Layout(read_encoded(files / "train.jsonl"), 32)
+    batches = BatchPlan(layout.n, 8, 3, "packed", max_tokens=32, pack_len=16).epoch(1)
+    assert len({collate_packed(layout, rows, 16, 2, 8).index.numel() for rows in batches}) > 1
+    assert len(traces) == 1
+
+
 def test_full_finetune_safetensors_and_merged(files, tmp_path):
     work = tmp_path / "ft"
     main(base_args(files, work, "--lora_dim", "0", "--lr", "0.001", "--max_step", "2", "--save_format",
