@@ -117,16 +117,20 @@ def test_graphed_step_follows_the_eager_step(precision, clip):
         assert torch.allclose(e, g, rtol=1e-3, atol=1e-5), float((e - g).abs().max())
 
 
+def random_examples(n, max_part, seed):
+    """n (context, completion) pairs of 3..max_part random GPT-2 ids, each ending in <|endoftext|>."""
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randint(0, 50256, (int(c),), generator=gen).tolist() + [50256],
+             torch.randint(0, 50256, (int(p),), generator=gen).tolist() + [50256])
+            for c, p in torch.randint(3, max_part, (n, 2), generator=gen)]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_packed_loss_on_cuda_equals_dynamic(precision):
     """Packed rows take the masked attention kernel, dynamic ones the causal one: same loss."""
     from gpt2_lora.batching import Layout, collate, collate_packed, pack_rows
     from gpt2_lora.trainstep import batch_args
-    gen = torch.Generator().manual_seed(4)
-    examples = [(torch.randint(0, 50256, (int(c),), generator=gen).tolist() + [50256],
-                 torch.randint(0, 50256, (int(p),), generator=gen).tolist() + [50256])
-                for c, p in torch.randint(3, 30, (40, 2), generator=gen)]
-    layout = Layout(examples, 128)
+    layout = Layout(random_examples(40, 30, seed=4), 128)
     rows = pack_rows(range(40), layout.n, 128)
     packed = collate_packed(layout, rows, 128, len(rows) + 2, select_multiple=64).to("cuda")
     dynamic = collate(layout, list(range(40)), pad_multiple=8).to("cuda")
@@ -151,11 +155,7 @@ def test_packed_varlen_attention_equals_masked_attention(compiled):
     from gpt2_lora.trainstep import batch_args
     if FLASH_VARLEN is None:
         pytest.skip("this torch has no variable-length flash attention")
-    gen = torch.Generator().manual_seed(5)
-    examples = [(torch.randint(0, 50256, (int(c),), generator=gen).tolist() + [50256],
-                 torch.randint(0, 50256, (int(p),), generator=gen).tolist() + [50256])
-                for c, p in torch.randint(3, 40, (60, 2), generator=gen)]
-    layout = Layout(examples, 128)
+    layout = Layout(random_examples(60, 40, seed=5), 128)
     rows = pack_rows(range(60), layout.n, 128)
     packed = collate_packed(layout, rows, 128, len(rows) + 2, 64, max_segments=8 * (len(rows) + 2)).to("cuda")
     assert int(packed.cu_seqlens[-1]) == packed.input_ids.numel()

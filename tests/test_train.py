@@ -91,15 +91,22 @@ def test_packed_loss_and_gradients_equal_dynamic():
     assert len(rows) < 9  # examples really share rows
     packed = collate_packed(layout, rows, 24, len(rows) + 1, select_multiple=16)  # one empty row too
     dynamic = collate(layout, list(range(9)), pad_multiple=8)
-    losses, grads = [], []
-    for batch, args in ((packed, (packed.position_ids, packed.segment_ids)), (dynamic, ())):
+    loss_model = LossModel(model, 0.1)
+    assert_same_loss_and_gradients(model, lambda: loss_model(*batch_args(packed)),
+                                   lambda: loss_model(*batch_args(dynamic)))
+
+
+def assert_same_loss_and_gradients(model, first, second):
+    """``first()`` and ``second()`` (losses of ``model``) agree in value and trainable gradients."""
+    results = []
+    for loss_fn in (first, second):
         model.zero_grad()
-        loss = LossModel(model, 0.1)(batch.input_ids, batch.index, batch.target, batch.weight, *args)
+        loss = loss_fn()
         loss.backward()
-        losses.append(float(loss.detach()))
-        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
-    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
-    for a, b in zip(*grads):
+        results.append((float(loss.detach()), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    for a, b in zip(grads_a, grads_b):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -127,16 +134,8 @@ def test_packed_segments_path_equals_mask_path(monkeypatch):
     rows = pack_rows(range(9), layout.n, 24)
     packed = collate_packed(layout, rows, 24, len(rows) + 1, 16, max_segments=4 * (len(rows) + 1))
     assert int((packed.cu_seqlens[1:] == packed.cu_seqlens[:-1]).sum()) > 0  # zero-length segments present
-    losses, grads = [], []
-    for varlen in (True, False):
-        model.zero_grad()
-        loss = LossModel(model, 0.1, varlen=varlen)(*batch_args(packed))
-        loss.backward()
-        losses.append(float(loss.detach()))
-        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
-    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert_same_loss_and_gradients(model, lambda: LossModel(model, 0.1, varlen=True)(*batch_args(packed)),
+                                   lambda: LossModel(model, 0.1, varlen=False)(*batch_args(packed)))
 
 
 def test_bf16_residual_stream_is_close_and_is_bf16():
