@@ -160,6 +160,8 @@ def check_args(args) -> None:
     args.cudagraphs = (bool(args.compile) and "reduce-overhead" in args.compile) or args.cuda_graphs
     if args.cuda_graphs and args.compile:
         raise UserError("--cuda_graphs and --compile are alternatives; give one")
+    if args.batching == "packed" and args.max_tokens is None:
+        raise UserError("--batching packed needs --max_tokens")
     if args.pad_multiple is None:
         args.pad_multiple = 32 if args.cudagraphs else 8
     try:
@@ -227,7 +229,7 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     check_lengths(train_layout, args.train_data)
     packed = args.batching == "packed"
     if packed:
-        shape = packed_shape(train_layout.n, args.max_tokens or 0, args.seq_len, args.pack_len,
+        shape = packed_shape(train_layout.n, args.max_tokens, args.seq_len, args.pack_len,
                              dynamic_entries=bool(args.compile))
         args.pack_len = record_args["pack_len"] = shape.pack_len
     plan = BatchPlan(train_layout.n, args.train_batch_size, args.random_seed, args.batching, world_size, rank,
