@@ -25,8 +25,8 @@ from . import lora
 from .errors import UserError
 
 # Flash attention over variable-length segments: the aten op under torch.nn.attention.varlen (torch's
-# own nested-tensor path uses it; it has a backward). Called directly because some releases route the
-# public wrapper to a cuDNN path that rebuilds its plan on every call.
+# nested-tensor attention uses it too; it has a backward). Called directly because the public wrapper
+# changes between releases (2.10 takes is_causal, later ones window_size) and has a cuDNN branch.
 FLASH_VARLEN = getattr(torch.ops.aten, "_flash_attention_forward", None)
 
 # The three sizes of the paper (upstream gpt2_ft.py / gpt2_beam.py --model_card).

@@ -235,7 +235,7 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     plan = BatchPlan(train_layout.n, args.train_batch_size, args.random_seed, args.batching, world_size, rank,
                      args.max_tokens, args.pad_multiple, pack_len=args.pack_len)
     pad_to = args.seq_len if args.batching == "padded" else None
-    if packed:  # one (rows, pack_len) shape; the masked entries rounded coarsely, so few shapes in all
+    if packed:  # one (rows, pack_len) shape; the masked entries dynamic when compiled, else rounded coarsely
         make_batch = lambda rows: collate_packed(train_layout, rows, *shape)  # noqa: E731
     else:
         select_multiple = 64 if args.cudagraphs else 8
