@@ -66,11 +66,13 @@ OURS = {
     "ours bf16+compile packed": ("bf16", "default", "packed", True),
     "ours bf16+compile packed varlen-attention": ("bf16", "default", "packed", True),
     "ours bf16+compile packed bf16-residual": ("bf16", "default", "packed", True),
+    "ours bf16+compile packed bf16-residual varlen-attention": ("bf16", "default", "packed", True),
 }
 # LossModel options of some configurations: the variable-length flash kernel instead of the dense
 # block-diagonal mask (--packed_attention varlen), and the bf16 residual stream (--residual bf16)
 LOSS_OPTIONS = {"ours bf16+compile packed varlen-attention": dict(varlen=True),
-                "ours bf16+compile packed bf16-residual": dict(residual="bf16")}
+                "ours bf16+compile packed bf16-residual": dict(residual="bf16"),
+                "ours bf16+compile packed bf16-residual varlen-attention": dict(residual="bf16", varlen=True)}
 HF = {"HF+PEFT fp32": "fp32", "HF+PEFT bf16 autocast": "bf16"}
 PEAKS = {"H100": (989e12, 67e12), "H200": (989e12, 67e12), "A100": (312e12, 19.5e12)}  # dense bf16, fp32
 
@@ -331,15 +333,15 @@ def main(argv=None) -> int:
     with atomic_write(args.json) as handle:
         handle.write(json.dumps(info, indent=2) + "\n")
 
-    head = f"{'configuration':44s} {'ms/step':>9s} {'tokens/s':>10s} {'ex/step':>7s} {'MFU':>6s} {'5 E2E epochs':>13s} {'wall':>6s}"
+    head = f"{'configuration':56s} {'ms/step':>9s} {'tokens/s':>10s} {'ex/step':>7s} {'MFU':>6s} {'5 E2E epochs':>13s} {'wall':>6s}"
     print(head)
     print("-" * len(head))
     for r in results:
         if r["status"] != "ok":
-            print(f"{r['config']:44s} {r['status']}")
+            print(f"{r['config']:56s} {r['status']}")
             continue
         mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else "   n/a"
-        print(f"{r['config']:44s} {r['ms_per_step']:9.2f} {r['tokens_per_s']:10,.0f} {r['examples_per_step']:7.1f} "
+        print(f"{r['config']:56s} {r['ms_per_step']:9.2f} {r['tokens_per_s']:10,.0f} {r['examples_per_step']:7.1f} "
               f"{mfu:>6s} {r['e2e_minutes']:10.1f} min {r['wall_s']:5.0f}s")
     print(f"(written to {args.json}; '5 E2E epochs' = ms/step x {E2E_STEPS} steps, or for the token-budget and packed rows "
           f"the same tokens at its throughput; 'wall' = the whole configuration, compilation included)")

@@ -102,7 +102,7 @@ m = GPT2LMModel(GPT2Config.resolve('$MD')); torch.save(m.state_dict(), '$OUT/ran
   ;;
 baselines)
   "$PYTHON" "$REPO/scripts/benchmark_train.py" "${BENCH[@]}" --steps "${BENCH_STEPS:-100}" \
-    --json "$OUT/bench_train.json" --configs "${BENCH_CONFIGS:-ours bf16 CUDA graph,ours bf16+compile packed,ours bf16+compile packed bf16-residual,ours bf16+compile packed varlen-attention,HF+PEFT fp32,HF+PEFT bf16 autocast}" \
+    --json "$OUT/bench_train.json" --configs "${BENCH_CONFIGS:-ours bf16 CUDA graph,ours bf16+compile packed,ours bf16+compile packed bf16-residual,ours bf16+compile packed varlen-attention,ours bf16+compile packed bf16-residual varlen-attention,HF+PEFT fp32,HF+PEFT bf16 autocast}" \
     | tee "$OUT/bench_train.txt"
   if [ -n "${UPSTREAM_SRC:-}" ]; then
     s=$SECONDS
