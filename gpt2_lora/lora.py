@@ -180,9 +180,18 @@ class _LinearLoRA(LoRALayer, nn.Linear):
     def _t(self, w: torch.Tensor) -> torch.Tensor:
         return w.transpose(0, 1) if self.fan_in_fan_out else w
 
-    def _frozen_plus(self, x: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-        """``x @ W^T + low`` as one ``addmm``: the low-rank update (bias included) is added in the frozen
-        matmul's epilogue instead of by a separate pass over the output."""
+    def _update_B(self) -> torch.Tensor:
+        """B laid out so that ``(x @ A^T) @ B^T`` is the update in the output's layout."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.has_lora or self.merged:
+            return F.linear(x, self._t(self.weight), bias=self.bias)
+        # Low-rank path on activations, O(tokens * r * (in + out)): ΔW (out, in) is never built (#109).
+        # Two skinny matmuls give the update (bias included); one addmm adds it in the frozen matmul's
+        # epilogue instead of a separate pass over the output.
+        after_A = F.linear(self.lora_dropout(x), self.lora_A)
+        low = F.linear(after_A, self._update_B() * self.scaling, self.bias)
         out = torch.addmm(low.reshape(-1, low.size(-1)), x.reshape(-1, x.size(-1)), self._t(self.weight).t())
         return out.view(*x.shape[:-1], out.size(-1))
 
@@ -206,11 +215,8 @@ class Linear(_LinearLoRA):
     def delta_weight(self) -> torch.Tensor:
         return self._t(self.lora_B @ self.lora_A) * self.scaling
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.has_lora or self.merged:
-            return F.linear(x, self._t(self.weight), bias=self.bias)
-        after_A = F.linear(self.lora_dropout(x), self.lora_A)
-        return self._frozen_plus(x, F.linear(after_A, self.lora_B * self.scaling, self.bias))
+    def _update_B(self) -> torch.Tensor:
+        return self.lora_B
 
 
 class MergedLinear(_LinearLoRA):
@@ -238,14 +244,13 @@ class MergedLinear(_LinearLoRA):
             # Not saved in checkpoints (loralib keeps these as plain attributes); buffers follow .to().
             enabled = torch.tensor(self.enable_lora)
             self.register_buffer("lora_ind", enabled.repeat_interleave(slice_size), persistent=False)
-            self.register_buffer("lora_groups", enabled.nonzero().view(-1), persistent=False)
         self.reset_parameters()
         if fan_in_fan_out:
             self.weight.data = self.weight.data.transpose(0, 1).contiguous()
 
     def _grouped(self):
         """A as (n_enabled, r, in) and B as (n_enabled, slice_size, r)."""
-        n = len(self.lora_groups)
+        n = sum(self.enable_lora)
         return self.lora_A.view(n, self.r, -1), self.lora_B.view(n, -1, self.r)
 
     def zero_pad(self, x: torch.Tensor) -> torch.Tensor:
@@ -276,13 +281,7 @@ class MergedLinear(_LinearLoRA):
                 pieces.append(B.new_zeros(slice_size, n * self.r))
         return torch.cat(pieces)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.has_lora or self.merged:
-            return F.linear(x, self._t(self.weight), bias=self.bias)
-        # Low-rank path on activations, O(tokens * r * (in + out)): ΔW (out, in) is never built (#109).
-        # Two skinny matmuls give the update in the output's layout; the frozen matmul then adds it.
-        after_A = F.linear(self.lora_dropout(x), self.lora_A)
-        return self._frozen_plus(x, F.linear(after_A, self.block_B() * self.scaling, self.bias))
+    _update_B = block_B
 
 
 class ConvLoRA(LoRALayer, nn.Module):
