@@ -23,7 +23,7 @@ import torch
 
 from .batching import Batch
 from .optim import AdamW, Schedule
-from .trainstep import LOW_DTYPES, batch_args
+from .trainstep import LOW_DTYPES, Stepper, batch_args
 
 
 def unsupported_reason(device: torch.device, world_size: int, grad_acc: int, precision: str) -> str | None:
@@ -163,7 +163,4 @@ class GraphedStepper:
                 self.optimizer.state[p]["step"] += 1
         return lr
 
-    def read_loss(self) -> float:
-        value = float(self.loss_sum)
-        self.loss_sum.zero_()
-        return value
+    read_loss = Stepper.read_loss  # the same device-side loss sum, read once
