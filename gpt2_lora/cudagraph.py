@@ -17,12 +17,10 @@ fp32 or bf16 (no fp16 loss scaling).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .batching import Batch
-from .optim import AdamW, Schedule
+from .optim import AdamW, Schedule, adam_step_size
 from .trainstep import LOW_DTYPES, Stepper, batch_args
 
 
@@ -71,9 +69,7 @@ class GraphedStepper:
         lrs = [self.schedule(i) for i in steps]
         self.tables = []
         for group in self.optimizer.param_groups:
-            beta1, beta2 = group["betas"]
-            sizes = [lr * (math.sqrt(1.0 - beta2 ** (i + 1)) / (1.0 - beta1 ** (i + 1)) if group["correct_bias"]
-                           else 1.0) for i, lr in zip(steps, lrs)]
+            sizes = [adam_step_size(group, i + 1, lr) for i, lr in zip(steps, lrs)]
             decays = [-lr * group["weight_decay"] for lr in lrs]
             self.tables.append((torch.tensor(sizes, dtype=torch.float32, device=self.device),
                                 torch.tensor(decays, dtype=torch.float32, device=self.device)))

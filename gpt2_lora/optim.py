@@ -37,7 +37,7 @@ class AdamW(torch.optim.Optimizer):
     """Adam with decoupled weight decay, exactly as upstream ``optimizer.AdamW``."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
-                 weight_decay: float = 0.0, correct_bias: bool = True, foreach: bool = True):
+                 weight_decay: float = 0.0, correct_bias: bool = True):
         if lr < 0.0:
             raise UserError(f"--lr must be >= 0, got {lr}")
         for name, beta in zip(("--adam_beta1", "--adam_beta2"), betas):
@@ -47,7 +47,6 @@ class AdamW(torch.optim.Optimizer):
             raise UserError(f"--adam_epislon must be >= 0, got {eps}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       correct_bias=correct_bias))
-        self.foreach = foreach
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -81,26 +80,25 @@ class AdamW(torch.optim.Optimizer):
         grads = [p.grad for p in params]
         exp_avgs = [self.state[p]["exp_avg"] for p in params]
         exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
-        step_size = lr
-        if group["correct_bias"]:
-            step_size = step_size * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
-        if self.foreach:
-            torch._foreach_mul_(exp_avgs, beta1)
-            torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
-            denoms = torch._foreach_sqrt(exp_avg_sqs)
-            torch._foreach_add_(denoms, eps)
-            torch._foreach_addcdiv_(params, exp_avgs, denoms, value=-step_size)
-            if wd > 0.0:
-                torch._foreach_add_(params, params, alpha=-lr * wd)
-            return
-        for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
-            m.mul_(beta1).add_(g, alpha=1.0 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-            p.addcdiv_(m, v.sqrt().add_(eps), value=-step_size)
-            if wd > 0.0:
-                p.add_(p, alpha=-lr * wd)
+        step_size = adam_step_size(group, step, lr)
+        torch._foreach_mul_(exp_avgs, beta1)
+        torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+        denoms = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_add_(denoms, eps)
+        torch._foreach_addcdiv_(params, exp_avgs, denoms, value=-step_size)
+        if wd > 0.0:
+            torch._foreach_add_(params, params, alpha=-lr * wd)
+
+
+def adam_step_size(group: dict, step: int, lr: float) -> float:
+    """The update's multiplier at (1-based) ``step``: ``lr``, times upstream's bias correction
+    ``sqrt(1 - beta2^step) / (1 - beta1^step)`` when the group has ``correct_bias``."""
+    if not group["correct_bias"]:
+        return lr
+    beta1, beta2 = group["betas"]
+    return lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
 
 
 def grouped_parameters(model: nn.Module, no_decay_bias: bool) -> list[dict]:

@@ -246,7 +246,7 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     n_frozen_low = store_frozen_weights(model, args.precision)
     optimizer = AdamW(grouped_parameters(model, args.no_decay_bias), lr=args.lr,
                       betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epislon,
-                      weight_decay=args.weight_decay, correct_bias=args.correct_bias, foreach=True)
+                      weight_decay=args.weight_decay, correct_bias=args.correct_bias)
     max_step = args.max_step
     if args.scheduler == "cycle":
         max_step = args.i_steps[-1]  # upstream resets max_step for the cycle scheduler
