@@ -42,12 +42,12 @@ from tqdm import tqdm
 
 from . import lora
 from .batching import read_encoded
+from .data import EOS_ID
 from .devices import resolve_device
 from .errors import UserError, cli
 from .fileio import atomic_write
 from .model import GPT2Config, GPT2LMModel, attention_mask
 
-EOS_ID = 50256
 NEG_INF = float("-inf")
 
 

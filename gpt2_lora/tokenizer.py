@@ -14,9 +14,9 @@ from pathlib import Path
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
+from .data import EOS_ID
 from .errors import UserError
 
-EOS_ID = 50256  # <|endoftext|>
 VOCAB_SIZE = 50257
 ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
@@ -81,7 +81,6 @@ class Tokenizer:
 
     def __init__(self, vocab_dir: str | os.PathLike | None = None):
         self.encoding = get_encoding(vocab_dir)
-        self.eos_id = EOS_ID
 
     def encode(self, text: str) -> list[int]:
         # upstream's encoder.py treats every string as plain text; allow the special token too so that

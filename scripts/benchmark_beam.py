@@ -27,9 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpt2_lora.beam import BeamSettings, generate, read_contexts  # noqa: E402
+from gpt2_lora.data import EOS_ID as EOS  # noqa: E402
 from gpt2_lora.model import GPT2Config, GPT2LMModel  # noqa: E402
-
-EOS = 50256
 
 
 def synthetic_contexts(lines: int = 4693, unique: int = 630, seed: int = 0) -> list[list[int]]:
