@@ -75,17 +75,20 @@ def prepare_task(task: str, src: str | os.PathLike, out: str | os.PathLike | Non
     if not force and is_up_to_date(out, stamp):
         _log(f"{task}: {out} is up to date (use --force to redo)")
         return False
+    _check_out_dir(out)
     _write_layers(task, sources, out, vocab, num_threads, stamp)
     return True
 
 
-def _write_layers(task: str, sources: dict[str, Path], out: Path, vocab, num_threads: int, stamp: dict) -> None:
+def _check_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
     # root ignores permission bits, so check them: a read-only data mirror must not be written into
     if out.is_dir() and not out.stat().st_mode & 0o222:
         raise UserError(f"--out {out}: the folder is read-only (a data mirror?); pass --out to write elsewhere")
 
+
+def _write_layers(task: str, sources: dict[str, Path], out: Path, vocab, num_threads: int, stamp: dict) -> None:
     # read and check every split before writing anything, so bad input leaves --out untouched
     reader = data.READERS["e2e" if task == "synthetic" else task]
     examples = {split: reader(path) for split, path in sources.items()}
@@ -116,11 +119,7 @@ def prepare_synthetic(out: str | os.PathLike, sizes: dict[str, int] | None = Non
             out, _stamp("synthetic", sources, options)):
         _log(f"synthetic: {out} is up to date (use --force to redo)")
         return False
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a directory")
-    # root ignores permission bits, so check them: a read-only data mirror must not be written into
-    if out.is_dir() and not out.stat().st_mode & 0o222:
-        raise UserError(f"--out {out}: the folder is read-only (a data mirror?); pass --out to write elsewhere")
+    _check_out_dir(out)  # before the sources are written into it
     for split, lines in data.synthetic_source(sizes, seed).items():
         with atomic_write(sources[split]) as handle:
             handle.write("".join(line + "\n" for line in lines))
@@ -154,7 +153,7 @@ def parse_args(argv=None) -> PrepareConfig:
     parser.add_argument("--force", action="store_true", help="redo even if the outputs are up to date")
     parser.add_argument("--num_threads", type=int, default=min(8, os.cpu_count() or 1),
                         help="tokenizer threads")
-    parser.add_argument("--synthetic_sizes", default="2000,200,100",
+    parser.add_argument("--synthetic_sizes", default=",".join(map(str, data.SYNTHETIC_SIZES.values())),
                         help="--task synthetic: contexts in TRAIN,VALID,TEST (each gets 1-3 references)")
     parser.add_argument("--random_seed", type=int, default=0, help="--task synthetic: generator seed")
     args = parser.parse_args(argv)
