@@ -133,11 +133,12 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_steps(step, batches, device, steps: int, warm: int) -> tuple[float, list]:
-    """Warm up on every distinct shape (plus ``warm`` steps), then time ``steps`` steps."""
+def time_steps(step, batches, device, steps: int, warm: int,
+               shape=lambda b: (tuple(b.input_ids.shape), tuple(b.index.shape))) -> tuple[float, list]:
+    """Warm up on every distinct ``shape`` (plus ``warm`` steps), then time ``steps`` steps."""
     seen, warmups = set(), []
     for b in batches:
-        key = (tuple(b.input_ids.shape), tuple(b.index.shape))
+        key = shape(b)
         if key not in seen:
             seen.add(key)
             warmups.append(b)
@@ -232,20 +233,7 @@ def run_hf(name, examples, config, args, device):
         optimizer.zero_grad(set_to_none=True)
         losses.append(out.loss.detach())
 
-    seen, warm = set(), []
-    for item in hf_batches:
-        if tuple(item[0].shape) not in seen:
-            seen.add(tuple(item[0].shape))
-            warm.append(item)
-    for item in (warm + hf_batches)[: len(warm) + args.warmup]:
-        step(item)
-    sync(device)
-    timed = [hf_batches[i % len(hf_batches)] for i in range(args.steps)]
-    start = time.perf_counter()
-    for item in timed:
-        step(item)
-    sync(device)
-    seconds = (time.perf_counter() - start) / args.steps
+    seconds, timed = time_steps(step, hf_batches, device, args.steps, args.warmup, shape=lambda item: item[0].shape)
     return seconds, [item[3] for item in timed], float(torch.stack(losses).mean())
 
 
