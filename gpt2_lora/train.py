@@ -429,9 +429,8 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     if progress.finished:
         if last_eval != progress.step:
             run_eval()
-        checkpoint()
+        checkpoint()  # writes the log too
         if rank == 0:
-            log.write()
             log.plot()
             say(f"training finished at step {progress.step}: {weights_path(work_dir, progress.step, args.save_format)}"
                 f" | best valid loss {progress.best_valid_loss:.4f} at step {progress.best_step}")
@@ -441,8 +440,6 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
                 say(f"merged model: {merged}")
     else:
         checkpoint()
-        if rank == 0:
-            log.write()
         say(f"stopped at step {progress.step} (--stop_at_step); continue with --resume")
     return 0
 

@@ -48,7 +48,7 @@ class Progress:
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The trained weights (requires_grad) by their model names, on the CPU, fp32."""
-    return {n: p.detach().float().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: p.detach().to("cpu", torch.float32, copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
 
 def weights_path(work_dir: Path, tag: str | int, save_format: str) -> Path:
