@@ -6,7 +6,6 @@ Training-state (optimizer, schedule, resume) files belong to ``gpt2_lora.train``
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 from pathlib import Path
@@ -97,11 +96,12 @@ def save_state_dict(state: Mapping, path: str | os.PathLike) -> Path:
             flat[key] = value
         data = save(flat)
     else:
-        buffer = io.BytesIO()
-        torch.save(dict(state), buffer)
-        data = buffer.getvalue()
+        data = None  # torch.save streams into the file: no second copy in memory
     with atomic_write(path, "wb") as handle:
-        handle.write(data)
+        if data is None:
+            torch.save(dict(state), handle)
+        else:
+            handle.write(data)
     return path
 
 

@@ -110,6 +110,11 @@ class GPT2Config:
             values["n_ctx"] = values["n_positions"]
         return cls._build({**values, **overrides}, where)
 
+    def to_hf_config(self) -> dict[str, Any]:
+        """The HF GPT-2 ``config.json`` for this model (what ``from_hf_config`` reads back)."""
+        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "activation_function": "gelu_new",
+                **{k: getattr(self, k) for k in _HF_KEYS}}
+
     @classmethod
     def resolve(cls, card_or_path: str | Path, **overrides) -> "GPT2Config":
         """A card name, or a path to an HF ``config.json`` (or its directory)."""

@@ -180,9 +180,6 @@ def save_merged(config: GPT2Config, weights: dict[str, torch.Tensor], work_dir: 
     out = work_dir / "merged"
     name = "model.safetensors" if save_format == "safetensors" else "pytorch_model.bin"
     save_state_dict(state, out / name)
-    hf = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "activation_function": "gelu_new",
-          **{k: getattr(config, k) for k in ("vocab_size", "n_positions", "n_ctx", "n_embd", "n_layer", "n_head",
-                                             "layer_norm_epsilon", "initializer_range")}}
     with atomic_write(out / "config.json") as handle:
-        json.dump(hf, handle, indent=2)
+        json.dump(config.to_hf_config(), handle, indent=2)
     return out / name
