@@ -7,7 +7,9 @@ REFS: references, one per line with a blank line between instances (or CSV/TSV w
 HYPS: one output per line (or CSV/TSV). Prints BLEU, NIST, METEOR, ROUGE_L, CIDEr as e2e-metrics
 does. ``-p`` takes BLEU/NIST from e2e-metrics' Python port (the route the LoRA paper's README runs)
 instead of the Perl mteval-v13a numbers. Needs Java for METEOR and for the exact ROUGE_L/CIDEr
-tokenisation; without it METEOR is n/a and ROUGE_L/CIDEr are marked as approximations.
+tokenisation; without it METEOR is n/a and ROUGE_L/CIDEr are marked as approximations. ``--json``
+writes the five full-precision scores and "approximate": the metrics so marked (what
+``gpt2_lora.report`` flags).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
     if args.json:
         with atomic_write(args.json) as handle:
-            json.dump({m: scores[m] for m in METRICS}, handle, indent=1)
+            json.dump({**{m: scores[m] for m in METRICS}, "approximate": list(result.approximate)}, handle, indent=1)
             handle.write("\n")
     return 0
 

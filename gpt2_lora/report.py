@@ -147,7 +147,7 @@ def build_report(task: str, scores: dict, model_card: str, paper: dict | None = 
                 "decimals": spec["decimals"], "higher_is_better": spec["higher_is_better"],
                 "approximate": key.lower() in {k.lower() for k in split_scores.get("approximate", [])},
             })
-    notes += _approximation_notes(task, lines, scores)
+    notes += _approximation_notes(task, lines)
     return {
         "task": task, "task_name": numbers["name"], "model_card": model_card,
         "paper": {"citation": f"{paper['paper']['title']} (arXiv {paper['paper']['arxiv']})",
@@ -158,27 +158,21 @@ def build_report(task: str, scores: dict, model_card: str, paper: dict | None = 
     }
 
 
-def _approximation_notes(task: str, lines: list[dict], scores: dict) -> list[str]:
+def _approximation_notes(task: str, lines: list[dict]) -> list[str]:
+    """Notes on what was not computed, and on what the scores file's own "approximate" list flags (the
+    scorers know which metrics fell back to an approximation; the report does not guess)."""
     notes = []
     missing = sorted({f"{l['metric']}{_split_label(l['split'])}" for l in lines if l["ours"] is None})
     if missing:
-        notes.append(f"Not computed: {', '.join(missing)} (METEOR needs Java; the scorer then reports it "
-                     "as unavailable and computes the rest).")
-    if task == "e2e":
-        for split_scores in scores.values():
-            if split_scores["METEOR"] is None and not split_scores.get("approximate"):
-                # e2e scoring falls back to a Python PTB tokenizer only when Java is missing, which is
-                # also the only reason it leaves METEOR out
-                for line in lines:
-                    if line["metric"] in ("ROUGE-L", "CIDEr"):
-                        line["approximate"] = True
-        if any(l["approximate"] for l in lines):
-            notes.append("Approximate: ROUGE-L and CIDEr were computed without Java, so the text was "
-                         "tokenised by a Python approximation of Stanford CoreNLP's PTBTokenizer instead of "
-                         "the jar; they may differ slightly from the official scorer.")
-    elif any(l["approximate"] for l in lines):
-        names = sorted({l["metric"] for l in lines if l["approximate"]})
-        notes.append(f"Approximate: {', '.join(names)} (flagged by the scorer).")
+        notes.append(f"Not computed: {', '.join(missing)} (the scorer reported it as unavailable; for "
+                     "METEOR that usually means Java is missing).")
+    flagged = sorted({l["metric"] for l in lines if l["approximate"]}, key=[l["metric"] for l in lines].index)
+    if flagged and task == "e2e":
+        notes.append(f"Approximate: {', '.join(flagged)} were computed without Java, so the text was tokenised "
+                     "by a Python approximation of Stanford CoreNLP's PTBTokenizer instead of the jar; they "
+                     "may differ slightly from the official scorer.")
+    elif flagged:
+        notes.append(f"Approximate: {', '.join(flagged)} (flagged by the scorer).")
     return notes
 
 

@@ -224,7 +224,8 @@ def test_cli_without_java(metrics_cases, monkeypatch, capsys, tmp_path):
     assert lines[:4] == ["SCORES:", "==============", "BLEU: 0.7203", "NIST: 7.8212"]
     assert lines[4] == "METEOR: n/a" and "approximate" in lines[5]
     data = json.loads(out_json.read_text())
-    assert list(data) == ["BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"] and data["METEOR"] is None
+    assert list(data) == ["BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr", "approximate"] and data["METEOR"] is None
+    assert data["approximate"] == ["ROUGE_L", "CIDEr"]
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):
@@ -370,7 +371,8 @@ def test_cli_prints_official_lines(jvm, metrics_cases, monkeypatch, capsys, tmp_
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["SCORES:", "=============="] + [
         f"{m}: {printed[m]:.4f}" for m in ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")] + [""]
-    assert json.loads(out_json.read_text())["NIST"] == pytest.approx(7.788887609555574, abs=1e-9)
+    written = json.loads(out_json.read_text())
+    assert written["NIST"] == pytest.approx(7.788887609555574, abs=1e-9) and written["approximate"] == []
 
 
 @requires_java

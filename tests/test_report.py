@@ -70,7 +70,8 @@ def test_e2e_fractions_are_scaled_to_the_papers_units(tmp_path):
 
 
 def test_e2e_without_java_marks_meteor_and_approximations(tmp_path):
-    scores = rep.load_scores(_json(tmp_path / "s.json", {**E2E_SCORES, "METEOR": None}), _e2e_numbers())
+    no_java = {**E2E_SCORES, "METEOR": None, "approximate": ["ROUGE_L", "CIDEr"]}  # as measure_scores writes
+    scores = rep.load_scores(_json(tmp_path / "s.json", no_java), _e2e_numbers())
     report = rep.build_report("e2e", {None: scores}, "gpt2.lg")
     assert report["paper"]["row"] == "GPT-2 L (LoRA)"
     meteor = _row(report, "METEOR")
@@ -79,6 +80,17 @@ def test_e2e_without_java_marks_meteor_and_approximations(tmp_path):
     md = rep.render_markdown(report)
     assert "| METEOR | n/a | 46.8 ± 0.2 | n/a |" in md and "(approx.)" in md
     assert any("METEOR" in note and "Java" in note for note in report["notes"])
+
+
+def test_e2e_meteor_missing_but_nothing_flagged_is_not_called_approximate(tmp_path):
+    # Java present but METEOR failed: ROUGE-L and CIDEr used the official tokenizer
+    scores = rep.load_scores(_json(tmp_path / "s.json", {**E2E_SCORES, "METEOR": None, "approximate": []}),
+                             _e2e_numbers())
+    report = rep.build_report("e2e", {None: scores}, "gpt2.md")
+    assert not any(l["approximate"] for l in report["rows"])
+    assert "(approx.)" not in rep.render_markdown(report)
+    assert [n for n in report["notes"] if "Approximate" in n] == []
+    assert any(n.startswith("Not computed: METEOR") for n in report["notes"])
 
 
 def test_e2e_scores_given_x100_are_refused(tmp_path):
