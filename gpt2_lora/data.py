@@ -21,7 +21,7 @@ from typing import Iterable, NamedTuple
 from tqdm import tqdm
 
 from .errors import UserError
-from .fileio import read_text
+from .fileio import read_lines, read_text
 
 EOS_ID = 50256  # GPT-2 <|endoftext|>, used by upstream as both "bos" (after the context) and eos
 
@@ -210,19 +210,20 @@ def encode_examples(examples: list[Example], tokenizer, chunk: int = 8192, desc:
     return [(ids[ex.context] + [EOS_ID], ids[" " + ex.completion] + [EOS_ID]) for ex in examples]
 
 
-def read_formatted(path: str | os.PathLike) -> list[Example]:
-    """Read a formatted-layer file back (e.g. the test references for decoding)."""
-    path, text = _read_text(path)
+def read_formatted(path: str | os.PathLike, what: str = "formatted file") -> list[Example]:
+    """Read a formatted-layer file back (e.g. the test references for decoding). Record i is line i + 1:
+    beam output names its lines by that index, so a blank line is an error rather than skipped."""
+    lines = read_lines(path, what)
+    if not lines:
+        raise UserError(f"{path}: empty file")
     examples = []
-    for line_no, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
+    for line_no, line in enumerate(lines, 1):
         where = f"{path}:{line_no}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise UserError(f"{where}: bad JSON ({err.msg})") from None
-        cate = record.get("cate") if isinstance(record, dict) else None
+        cate = _get(record, "cate", where, bool) if isinstance(record, dict) and "cate" in record else None
         examples.append(Example(_get(record, "context", where), _get(record, "completion", where), cate))
     return examples
 

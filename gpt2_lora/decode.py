@@ -16,6 +16,7 @@ import re
 import sys
 from pathlib import Path
 
+from .data import read_formatted
 from .errors import UserError, cli
 from .fileio import atomic_write, read_lines
 from .tokenizer import Tokenizer
@@ -71,15 +72,14 @@ def group_references(input_file: str, filter_: str = "all", unique_ids: list[int
     """(groups, keys): groups maps key -> references in first-seen order; keys[i] is line i's key."""
     groups: dict[object, list[str]] = {}
     keys: list[object] = []
-    for line_id, (where, record) in enumerate(_json_lines(input_file, "--input_file")):
-        context = _field(record, "context", where, str)
-        completion = _field(record, "completion", where, str)
+    for line_id, (context, completion, cate) in enumerate(read_formatted(input_file, "--input_file")):
         if filter_ == "all":
             keep = True
+        elif cate is None:
+            raise UserError(f"{input_file}:{line_id + 1}: --filter {filter_} needs a 'cate' field "
+                            "(WebNLG formatted data)")
         else:
-            if "cate" not in record:
-                raise UserError(f"{where}: --filter {filter_} needs a 'cate' field (WebNLG formatted data)")
-            keep = bool(record["cate"]) == (filter_ == "seen")
+            keep = cate == (filter_ == "seen")
         if unique_ids is None:
             key = context
         elif line_id < len(unique_ids):

@@ -155,6 +155,20 @@ def test_read_formatted_roundtrip(tmp_path):
     assert "".join(map(data.formatted_line, got)) == E2E_FORMATTED + WEBNLG_TEST_FORMATTED
 
 
+@pytest.mark.parametrize("body, message", [
+    ('{"context": "a", "completion": "b"}\n\n{"context": "c", "completion": "d"}\n', r"f\.jsonl:2: bad JSON"),
+    ('{"context": "a"}\n', r"f\.jsonl:1: missing key 'completion'"),
+    ('{"context": "a", "completion": "b", "cate": "yes"}\n', r"f\.jsonl:1\.cate: expected bool"),
+    ("", r"f\.jsonl: empty file"),
+])
+def test_read_formatted_keeps_line_numbers_and_refuses_bad_lines(tmp_path, body, message):
+    # a skipped blank line would shift every later record off the beam output's line ids
+    path = tmp_path / "f.jsonl"
+    path.write_text(body)
+    with pytest.raises(UserError, match=message):
+        data.read_formatted(path)
+
+
 # ----------------------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("body, message", [
     ("a : b||ok .\nno separator here\n", ":2: no '||'"),

@@ -84,6 +84,16 @@ def test_missing_prediction_is_a_one_line_error(tmp_path, vocab_dir, capsys):
     assert not (tmp_path / "h").exists()
 
 
+def test_filter_without_cate_names_the_line(tmp_path, vocab_dir, capsys):
+    _write(tmp_path / "in.jsonl", [{"context": "a", "completion": "b"}])
+    _write(tmp_path / "pred.jsonl", [{"id": 0, "predict": [64]}])
+    with pytest.raises(SystemExit) as err:
+        decode.main(["--vocab", str(vocab_dir), "--sample_file", str(tmp_path / "pred.jsonl"), "--input_file",
+                     str(tmp_path / "in.jsonl"), "--ref_type", "webnlg", "--filter", "seen",
+                     "--output_ref_file", str(tmp_path / "r"), "--output_pred_file", str(tmp_path / "h")])
+    assert err.value.code == 2 and "in.jsonl:1: --filter seen needs a 'cate' field" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------- upstream, on the real test sets
 def _fake_predictions(examples, tokenizer, seed: int) -> list[dict]:
     """One prediction per line, padded to 64 ids like beam output: the reference itself, some cut by a
