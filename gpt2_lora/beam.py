@@ -46,7 +46,7 @@ from .data import EOS_ID
 from .devices import resolve_device
 from .errors import UserError, cli
 from .fileio import atomic_write
-from .model import GPT2Config, GPT2LMModel, attention_mask
+from .model import GPT2Config, GPT2LMModel, KVCache, attention_mask
 
 NEG_INF = float("-inf")
 
@@ -122,25 +122,9 @@ def _log_probs(scores: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- the search
-class TreeCache:
-    """Preallocated keys/values (n_layer, B, n_head, capacity, head_dim) with the model's cache protocol
-    (``length``, ``update``, ``advance``). The search lays it out as: context (once per input), then K
-    slots per step. Nothing is ever reordered; finished inputs are dropped in place (``keep_rows``)."""
-
-    def __init__(self, config: GPT2Config, batch: int, capacity: int, dtype: torch.dtype, device: torch.device):
-        shape = (config.n_layer, batch, config.n_head, capacity, config.n_embd // config.n_head)
-        self.k = torch.empty(shape, dtype=dtype, device=device)
-        self.v = torch.empty(shape, dtype=dtype, device=device)
-        self.length = 0
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self.length + k.size(2)
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
-
-    def advance(self, n: int) -> None:
-        self.length += n
+class TreeCache(KVCache):
+    """The model's KV cache, laid out by the search as: context (once per input), then K slots per step.
+    Nothing is ever reordered; finished inputs are dropped in place (``keep_rows``)."""
 
     def keep_rows(self, index: torch.Tensor) -> None:
         """Move rows ``index`` (ascending) to the front, one layer at a time: no second cache in memory."""
@@ -149,6 +133,7 @@ class TreeCache:
             for layer in range(buf.size(0)):
                 buf[layer, :n, :, :self.length] = buf[layer, index, :, :self.length]
         self.k, self.v = self.k[:, :n], self.v[:, :n]
+        self.batch_size, self.shape = n, tuple(self.k.shape)
 
 
 @torch.inference_mode()

@@ -131,7 +131,8 @@ class KVCache:
 
     The storage is allocated at the first ``update`` with that tensor's dtype and device (so it
     matches autocast), unless ``dtype``/``device`` are given. The model calls ``update`` once per
-    layer and then ``advance`` once per forward; beam search calls ``reorder``.
+    layer and then ``advance`` once per forward. ``reorder`` keeps or permutes batch rows (for a caller's
+    own search; ``gpt2_lora.beam`` extends this class with an in-place ``keep_rows`` instead).
     """
 
     def __init__(self, config: GPT2Config, batch_size: int, max_len: int | None = None,
