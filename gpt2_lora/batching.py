@@ -243,6 +243,8 @@ def packed_shape(lengths: np.ndarray, max_tokens: int, seq_len: int, pack_len: i
     if pack_len is None:
         pack_len = min(round_up(int(lengths.max()), 64), seq_len)
     rows = max_tokens // pack_len
+    if rows < 1:
+        raise UserError(f"--max_tokens {max_tokens} is less than one row of --pack_len {pack_len}")
     shortest = max(int(lengths.min()), 1)
     select_multiple = 64 if dynamic_entries else max(64, max_tokens // 16)
     return PackedShape(pack_len, rows, select_multiple, rows * (pack_len // shortest + 1))
@@ -334,19 +336,16 @@ class BatchPlan:
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, mode: str = "dynamic",
                  world_size: int = 1, rank: int = 0, max_tokens: int | None = None, pad_multiple: int = 1,
-                 window: int = 64, pack_len: int | None = None):
+                 window: int = 64, packed: PackedShape | None = None):
         if mode not in BATCHING_MODES:
             raise UserError(f"--batching must be one of {', '.join(BATCHING_MODES)}, got {mode!r}")
         if batch_size < 1:
             raise UserError(f"--train_batch_size must be at least 1, got {batch_size}")
         if max_tokens is not None and mode not in ("bucketed", "packed"):
             raise UserError("--max_tokens needs --batching bucketed or packed")
-        if mode == "packed":
-            if max_tokens is None or pack_len is None:
-                raise UserError("--batching packed needs --max_tokens")
-            if max_tokens < pack_len:
-                raise UserError(f"--max_tokens {max_tokens} is less than one row of --pack_len {pack_len}")
-        self.pack_len = pack_len
+        if (mode == "packed") != (packed is not None):
+            raise ValueError("a PackedShape (packed_shape(...)) goes with mode 'packed', and only with it")
+        self.packed = packed  # packed mode: its rows per batch and tokens per row
         self.lengths, self.batch_size, self.seed, self.mode = lengths, batch_size, seed, mode
         self.world_size, self.rank = world_size, rank
         self.max_tokens, self.pad_multiple, self.window = max_tokens, pad_multiple, window
@@ -381,12 +380,12 @@ class BatchPlan:
 
     def _plan_packed(self, epoch: int) -> list[list[list[int]]]:
         # every example once, shuffled; packed into rows within chunks of PACK_CHUNK examples; a batch
-        # is ``max_tokens // pack_len`` rows (the last one of a chunk may be short: collate pads it)
+        # is ``packed.rows`` rows (the last one of a chunk may be short: collate pads it)
         order = epoch_permutation(self.num_examples, self.seed, epoch)
-        n_rows = self.max_tokens // self.pack_len
+        n_rows = self.packed.rows
         batches = []
         for start in range(0, len(order), PACK_CHUNK):
-            rows = pack_rows(order[start:start + PACK_CHUNK], self.lengths, self.pack_len)
+            rows = pack_rows(order[start:start + PACK_CHUNK], self.lengths, self.packed.pack_len)
             batches += [rows[i:i + n_rows] for i in range(0, len(rows), n_rows)]
         return self._shuffle_and_share(batches, epoch)
 

@@ -229,12 +229,13 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     valid_layout = Layout(read_encoded(args.valid_data, "--valid_data"), args.seq_len)
     check_lengths(train_layout, args.train_data)
     packed = args.batching == "packed"
+    shape = None
     if packed:
         shape = packed_shape(train_layout.n, args.max_tokens, args.seq_len, args.pack_len,
                              dynamic_entries=bool(args.compile))
         args.pack_len = record_args["pack_len"] = shape.pack_len
     plan = BatchPlan(train_layout.n, args.train_batch_size, args.random_seed, args.batching, world_size, rank,
-                     args.max_tokens, args.pad_multiple, pack_len=args.pack_len)
+                     args.max_tokens, args.pad_multiple, packed=shape)
     pad_to = args.seq_len if args.batching == "padded" else None
     if packed:  # one (rows, pack_len) shape; the masked entries dynamic when compiled, else rounded coarsely
         make_batch = lambda rows: collate_packed(train_layout, rows, *shape)  # noqa: E731

@@ -202,8 +202,8 @@ def check_cu_seqlens(batch, max_segments):
 def test_packed_batches_hold_each_example_as_dynamic_does():
     examples = make_examples(60, seed=4)
     layout = Layout(examples, 24)
-    plan = BatchPlan(layout.n, 4, 5, "packed", max_tokens=96, pack_len=32)
     shape = packed_shape(layout.n, 96, 24, 32)
+    plan = BatchPlan(layout.n, 4, 5, "packed", packed=shape)
     assert shape == (32, 3, 64, 3 * (32 // int(layout.n.min()) + 1))
     for epoch in (1, 2):
         seen = []
@@ -225,7 +225,9 @@ def test_packed_batches_hold_each_example_as_dynamic_does():
             seen += batch.examples
         assert sorted(seen) == list(range(60))  # every example exactly once per epoch
     assert plan.epoch(1) != plan.epoch(2)
-    shares = [BatchPlan(layout.n, 4, 5, "packed", 2, r, max_tokens=96, pack_len=32).epoch(1) for r in range(2)]
+    shares = [BatchPlan(layout.n, 4, 5, "packed", 2, r, packed=shape).epoch(1) for r in range(2)]
     assert not {i for b in shares[0] for r in b for i in r} & {i for b in shares[1] for r in b for i in r}
-    with pytest.raises(UserError, match="--max_tokens"):
-        BatchPlan(layout.n, 4, 5, "packed", pack_len=32)
+    with pytest.raises(UserError, match="--max_tokens 16 is less than one row of --pack_len 32"):
+        packed_shape(layout.n, 16, 24, 32)
+    with pytest.raises(ValueError, match="PackedShape"):
+        BatchPlan(layout.n, 4, 5, "packed")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from gpt2_lora import lora
-from gpt2_lora.batching import BatchPlan, Layout, collate, collate_packed, pack_rows, read_encoded
+from gpt2_lora.batching import BatchPlan, Layout, collate, collate_packed, pack_rows, packed_shape, read_encoded
 from gpt2_lora.checkpoint import load_checkpoint_file
 from gpt2_lora.model import GPT2Config, GPT2LMModel
 from gpt2_lora.optim import AdamW, Schedule
@@ -276,7 +276,7 @@ def test_packed_batching_trains(files, tmp_path):
                    "--eval_interval", "1000", "--save_interval", "1000"))
     args = json.loads((tmp_path / "run" / "args.json").read_text())
     layout = Layout(read_encoded(files / "train.jsonl"), 32)
-    per_epoch = BatchPlan(layout.n, 8, 3, "packed", max_tokens=64, pack_len=32).epoch(1)
+    per_epoch = BatchPlan(layout.n, 8, 3, "packed", packed=packed_shape(layout.n, 64, 32)).epoch(1)
     assert args["pack_len"] == 32  # the longest example (<= 11 tokens) rounded up to 64, capped at --seq_len
     assert args["max_step_resolved"] == 20 * len(per_epoch) and sum(len(r) for b in per_epoch for r in b) == 16
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -306,7 +306,7 @@ def test_packed_compile_traces_once_for_every_masked_entry_count(files, tmp_path
                    "--eval_interval", "100", "--save_interval", "100"))
     torch._dynamo.reset()
     layout = Layout(read_encoded(files / "train.jsonl"), 32)
-    batches = BatchPlan(layout.n, 8, 3, "packed", max_tokens=32, pack_len=16).epoch(1)
+    batches = BatchPlan(layout.n, 8, 3, "packed", packed=packed_shape(layout.n, 32, 32, 16)).epoch(1)
     assert len({collate_packed(layout, rows, 16, 2, 8).index.numel() for rows in batches}) > 1
     assert len(traces) == 1
 
