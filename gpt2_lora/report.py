@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 
 from .errors import UserError, cli
-from .fileio import atomic_write
+from .fileio import atomic_write, read_text
 
 TASKS = ("e2e", "webnlg", "dart")
 SPLITS = ("unseen", "seen", "all")  # WebNLG categories, in the paper's U/S/A order
@@ -32,13 +32,9 @@ _SIZES = {"gpt2.sm": "S", "gpt2.md": "M", "gpt2.lg": "L", "s": "S", "m": "M", "l
 # Inputs
 # ---------------------------------------------------------------------------------------------
 def _read_json(path: str | Path, what: str):
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} not found: {path}")
+    text = read_text(path, what)  # a missing file or a bad byte: one line naming it
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: {what} is not UTF-8 text") from None
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise UserError(f"{path}:{err.lineno}: {what} is not valid JSON ({err.msg})") from None
 

@@ -166,6 +166,16 @@ def test_cli_errors_exit_2(tmp_path, capsys, args, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("body, message", [
+    (b'{"BLEU": 0.7,\n "NIST": \xff}', "s.json:2: not valid UTF-8"),
+    (b'{"BLEU": 0.7,\n "NIST": }', "s.json:2: scores file is not valid JSON"),
+])
+def test_unreadable_scores_file_is_one_line_naming_the_line(tmp_path, body, message):
+    (tmp_path / "s.json").write_bytes(body)
+    with pytest.raises(UserError, match=message):
+        rep.load_scores(tmp_path / "s.json", _e2e_numbers())
+
+
 def test_eval_report_script_is_the_same_cli():
     spec = importlib.util.spec_from_file_location("report_script", ROOT / "eval" / "report.py")
     module = importlib.util.module_from_spec(spec)
