@@ -95,10 +95,7 @@ def load_resume(work_dir: Path, args: dict) -> dict:
     path = work_dir / RESUME_FILE
     if not path.is_file():
         raise UserError(f"--resume: no {RESUME_FILE} in --work_dir {work_dir} (nothing to resume)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user-facing problem
-        raise UserError(f"{path}: not a readable resume file ({str(err).splitlines()[0][:150]})") from None
+    state = load_checkpoint_file(path)  # weights_only: tensors, numbers, strings, lists and dicts
     saved = state.get("args", {})
     changed = [f"--{k} {saved.get(k)!r} -> {args.get(k)!r}" for k in RESUME_MUST_MATCH
                if k in saved and saved.get(k) != args.get(k)]

@@ -363,6 +363,15 @@ def test_bad_flags_are_one_line_errors(files, tmp_path, capsys, extra, message):
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
 
 
+def test_unreadable_resume_file_is_one_line_and_left_in_place(files, tmp_path, capsys):
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "resume.pt").write_bytes(b"not a torch file")
+    code, err = run_cli(base_args(files, work, "--max_step", "2", "--resume"), capsys)
+    assert code == 2 and len(err) == 1 and "resume.pt: not a readable torch checkpoint" in err[0]
+    assert (work / "resume.pt").read_bytes() == b"not a torch file"
+
+
 def test_missing_files_and_existing_run(files, tmp_path, capsys):
     argv = base_args(files, tmp_path / "w", "--max_step", "1")
     code, err = run_cli([a.replace("train.jsonl", "nope.jsonl") for a in argv], capsys)
