@@ -382,3 +382,34 @@ def test_missing_files_and_existing_run(files, tmp_path, capsys):
     capsys.readouterr()
     code, err = run_cli(argv, capsys)  # a second fresh run would overwrite the first one's checkpoints
     assert code == 2 and "--resume" in err[-1] and len(err) == 1
+
+
+def test_two_process_ddp_equals_one_process_with_grad_acc(files, tmp_path):
+    """torchrun --nproc_per_node=2 (gloo, CPU) on packed batches: rank r takes batches r, r+2, ... of
+    the same plan, and DDP averages the two gradients, which is what one process does with --grad_acc 2
+    over consecutive batches. The LoRA weights after 2 steps must agree to float rounding."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    common = ("--lora_dim", "4", "--lora_alpha", "8", "--lora_dropout", "0", "--max_step", "2",
+              "--batching", "packed", "--max_tokens", "32", "--pack_len", "16", "--warmup_step", "1",
+              "--lr", "0.01", "--eval_interval", "100", "--save_interval", "100", "--log_interval", "1")
+    layout = Layout(read_encoded(files / "train.jsonl"), 32)
+    plan = BatchPlan(layout.n, 8, 3, "packed", packed=packed_shape(layout.n, 32, 32, 16))
+    assert len(plan.epoch(1)) >= 4  # both runs stay inside the first epoch
+    main(base_args(files, tmp_path / "one", *common, "--grad_acc", "2"))
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "gpt2_lora.train", *base_args(files, tmp_path / "two", *common)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = (load_checkpoint_file(tmp_path / run / "model.2.pt")["model_state_dict"] for run in ("one", "two"))
+    assert json.loads((tmp_path / "two" / "args.json").read_text())["world_size"] == 2
+    lora_keys = [k for k in one if "lora_" in k]
+    assert lora_keys and sorted(one) == sorted(two)
+    for key in lora_keys:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
+    assert all(float(one[k].abs().sum()) > 0 for k in lora_keys if "lora_B" in k)  # B moved off its zero init
