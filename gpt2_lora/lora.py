@@ -5,12 +5,20 @@ arguments, parameter names and shapes, so loralib checkpoints load with ``strict
 Differences, all where loralib is wrong or slow:
 
 - ``MergedLinear.forward`` runs the low-rank path on activations instead of building ΔW (issue #109);
-- ``state_dict()`` always holds the unmerged base weight, and loading into a merged layer re-merges
-  with the new LoRA weights (loralib would keep, then later subtract, a stale ΔW);
+- a state dict records whether its weights are merged (``_metadata[...]["lora_merged"]``, kept by
+  ``torch.save``), and loading puts each layer back in its own state: a checkpoint saved after
+  ``eval()`` loads correctly into a model in train mode and the other way round, and loading LoRA
+  weights alone into a merged layer merges the new ΔW (loralib keeps, then later subtracts, a stale
+  one). A base-only state dict is read as unmerged. A full state dict without the record (loralib's)
+  is read as loralib reads it: as holding the layer's current state;
 - ``Conv1d``/``Conv3d`` work for ``kernel_size > 1`` (loralib 0.1.2 fails there on a reshape; shapes
   are unchanged wherever loralib works);
 - an extra keyword ``init='gaussian'`` (A and B ~ N(0, 0.02)); ``merge(model)`` / ``unmerge(model)``;
-- an unknown ``bias`` mode raises ``ValueError`` (loralib: ``NotImplementedError``).
+- an unknown ``bias`` mode raises ``ValueError`` (loralib: ``NotImplementedError``); so do an
+  ``enable_lora`` that does not divide ``out_features`` and a tuple ``kernel_size`` (loralib: assert);
+- merging changes the frozen weight through autograd's view of it, so ``eval()``/``train()`` between
+  a forward and its backward raises torch's in-place error (loralib edits ``.data`` and silently
+  back-propagates through the changed weight).
 """
 
 from __future__ import annotations
@@ -51,13 +59,14 @@ class LoRALayer:
         self.lora_dropout = nn.Dropout(p=lora_dropout) if lora_dropout > 0.0 else nn.Identity()
         self.merged = False
         self.merge_weights = merge_weights
-        self._remerge_after_load = False
-        # Recent torch has public names for these hooks; the underscored ones serve older releases.
-        (getattr(self, "register_state_dict_post_hook", None) or self._register_state_dict_hook)(
-            _unmerged_state_dict_hook)
-        (getattr(self, "register_load_state_dict_pre_hook", None)
-         or partial(self._register_load_state_dict_pre_hook, with_module=True))(_unmerge_before_load_hook)
-        self.register_load_state_dict_post_hook(_remerge_after_load_hook)
+        self._merge_states_at_load = None
+        if isinstance(self, nn.Module):  # loralib lets the mixin sit on anything
+            # Recent torch has public names for these hooks; the underscored ones serve older releases.
+            (getattr(self, "register_state_dict_post_hook", None) or self._register_state_dict_hook)(
+                _record_merge_state_hook)
+            (getattr(self, "register_load_state_dict_pre_hook", None)
+             or partial(self._register_load_state_dict_pre_hook, with_module=True))(_before_load_hook)
+            self.register_load_state_dict_post_hook(_after_load_hook)
 
     @property
     def has_lora(self) -> bool:
@@ -117,24 +126,46 @@ class LoRALayer:
         return self
 
 
-def _unmerged_state_dict_hook(module, state_dict, prefix, local_metadata):
-    # Checkpoints always hold the base weight, whatever mode the model was saved in.
-    if module.merged and module.has_lora:
-        name = prefix + module.merge_target_name
-        with torch.no_grad():
-            state_dict[name] = state_dict[name] - module.delta_weight().to(state_dict[name].dtype)
+MERGED_KEY = "lora_merged"  # in a state dict's per-module metadata: the weight saved holds ΔW
 
 
-def _unmerge_before_load_hook(module, state_dict, prefix, *args):
-    # Remove ΔW of the *current* LoRA weights before they are overwritten, then re-merge afterwards.
-    module._remerge_after_load = module.merged
-    module.unmerge()
+def _manages_merge(module) -> bool:
+    # Layers written the loralib way (their own train() and merge code, no delta_weight) are left alone.
+    return module.has_lora and type(module).delta_weight is not LoRALayer.delta_weight
 
 
-def _remerge_after_load_hook(module, incompatible_keys):
-    if module._remerge_after_load:
-        module._remerge_after_load = False
-        module.merge()
+def _record_merge_state_hook(module, state_dict, prefix, local_metadata):
+    # The weights are saved as they are (merged after eval(), as in loralib), and the dict says which.
+    if _manages_merge(module):
+        local_metadata[MERGED_KEY] = bool(module.merged)
+
+
+def _before_load_hook(module, state_dict, prefix, local_metadata, *args):
+    if not _manages_merge(module):
+        return
+    was_merged = module.merged
+    if prefix + module.merge_target_name not in state_dict:
+        module.unmerge()  # LoRA weights only: take the current ΔW out now, merge the new one afterwards
+        saved_merged = False
+    elif MERGED_KEY in local_metadata:
+        saved_merged = bool(local_metadata[MERGED_KEY])
+    elif prefix + "lora_A" in state_dict:
+        saved_merged = was_merged  # a full loralib state dict: read as loralib reads it
+    else:
+        saved_merged = False  # base weights only (a pretrained checkpoint): unmerged
+    module._merge_states_at_load = (was_merged, saved_merged)
+
+
+def _after_load_hook(module, incompatible_keys):
+    states, module._merge_states_at_load = module._merge_states_at_load, None
+    if states is None:
+        return
+    was_merged, saved_merged = states
+    module.merged = saved_merged
+    if was_merged != saved_merged:
+        target = module.merge_target()
+        target.data = target.data.clone()  # load_state_dict(assign=True): never change the caller's tensor
+        module.merge() if was_merged else module.unmerge()
 
 
 class Embedding(LoRALayer, nn.Embedding):
@@ -219,6 +250,24 @@ class Linear(_LinearLoRA):
         return self.lora_B
 
 
+def _enabled_slices(enable_lora: Sequence) -> list[bool]:
+    """Which slices have LoRA, read as loralib reads ``enable_lora`` (it indexes the slices with it):
+    booleans are a mask, integers are slice numbers, so loralib's ``[1, 0, 1]`` means slices 0 and 1."""
+    if all(isinstance(e, bool) or type(e).__name__ == "bool_" for e in enable_lora):  # numpy's too
+        return [bool(e) for e in enable_lora]
+    if not all(isinstance(e, int) for e in enable_lora):
+        raise ValueError(f"enable_lora must hold booleans (or loralib-style slice numbers), got {list(enable_lora)}")
+    rows = [False] * len(enable_lora)
+    for index in enable_lora:
+        if not -len(rows) <= index < len(rows):
+            raise ValueError(f"enable_lora={list(enable_lora)}: slice {index} is out of range")
+        rows[index] = True
+    if sum(rows) != sum(enable_lora):  # loralib would size A and B by sum(enable_lora) and fail later
+        raise ValueError(f"enable_lora={list(enable_lora)}: as slice numbers these enable {sum(rows)} slices, "
+                         f"but loralib sizes the LoRA weights for sum(enable_lora)={sum(enable_lora)}")
+    return rows
+
+
 class MergedLinear(_LinearLoRA):
     """One linear layer holding ``len(enable_lora)`` equal output slices (e.g. GPT-2's fused q, k, v);
     slice g gets its own rank-r update when ``enable_lora[g]`` is true.
@@ -235,15 +284,12 @@ class MergedLinear(_LinearLoRA):
                            merge_weights=merge_weights, init=init)
         if len(enable_lora) == 0 or out_features % len(enable_lora) != 0:
             raise ValueError(f"len(enable_lora)={len(enable_lora)} must divide out_features={out_features}")
-        self.enable_lora = [bool(e) for e in enable_lora]
+        self.enable_lora = _enabled_slices(enable_lora)
         self.fan_in_fan_out = fan_in_fan_out
         n_enabled = sum(self.enable_lora)
         if r > 0 and n_enabled > 0:
             slice_size = out_features // len(self.enable_lora)
             self._add_lora_weights((r * n_enabled, in_features), (slice_size * n_enabled, r))
-            # Not saved in checkpoints (loralib keeps these as plain attributes); buffers follow .to().
-            enabled = torch.tensor(self.enable_lora)
-            self.register_buffer("lora_ind", enabled.repeat_interleave(slice_size), persistent=False)
         self.reset_parameters()
         if fan_in_fan_out:
             self.weight.data = self.weight.data.transpose(0, 1).contiguous()
@@ -252,6 +298,12 @@ class MergedLinear(_LinearLoRA):
         """A as (n_enabled, r, in) and B as (n_enabled, slice_size, r)."""
         n = sum(self.enable_lora)
         return self.lora_A.view(n, self.r, -1), self.lora_B.view(n, -1, self.r)
+
+    @property
+    def lora_ind(self) -> torch.Tensor:
+        """(out_features,) bool: the output rows that have a LoRA update (a plain attribute in loralib)."""
+        slice_size = self.out_features // len(self.enable_lora)
+        return torch.tensor(self.enable_lora, device=self.weight.device).repeat_interleave(slice_size)
 
     def zero_pad(self, x: torch.Tensor) -> torch.Tensor:
         """Scatter rows for the enabled slices into a zero tensor with out_features rows."""

@@ -423,7 +423,13 @@ class GPT2LMModel(nn.Module):
         if unexpected:
             warnings.warn(f"load_weight ignored {len(unexpected)} unexpected key(s): {_short_list(unexpected)}",
                           stacklevel=2)
+        # GPT-2 files (HF, upstream, ours) hold unmerged weights: load into unmerged layers, then merge back
+        merged = [m for m in self.modules() if isinstance(m, lora.LoRALayer) and m.merged]
+        for module in merged:
+            module.unmerge()
         self.transformer.load_state_dict(found, strict=False)
+        for module in merged:
+            module.merge()
         if not missing_base:
             self.base_loaded = True
         kind = "lora-only" if missing_base else ("base+lora" if has_lora else "base")

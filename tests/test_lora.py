@@ -273,25 +273,144 @@ def test_merge_and_unmerge_helpers():
             torch.testing.assert_close(v, base[k], rtol=0, atol=1e-6)
 
 
-def test_state_dict_is_unmerged_and_loading_remerges():
-    """Checkpoints hold the base weight in every mode; loading new LoRA weights into a merged model
-    merges the new ΔW (loralib would keep the stale one)."""
+def _outputs(model, ids, training: bool):
+    model.train(training)
+    with torch.no_grad():
+        return model(ids)
+
+
+IDS = torch.tensor([[1, 2, 3], [4, 5, 6]])
+
+
+def test_merged_state_dict_is_loralibs():
+    """After eval(), the state dict holds W + ΔW, as loralib's does (the usual merged export)."""
+    theirs, ours = _composite(loralib), _composite(lora)
+    state = _randomise(theirs, 2)
+    theirs.load_state_dict(state)
+    ours.load_state_dict(state)
+    theirs.eval()
+    ours.eval()
+    saved = ours.state_dict()
+    for k, v in theirs.state_dict().items():
+        torch.testing.assert_close(saved[k], v, rtol=0, atol=1e-6)
+    assert saved._metadata["c_attn"][lora.MERGED_KEY] is True
+    assert not torch.allclose(saved["c_attn.weight"], state["c_attn.weight"])
+
+
+@pytest.mark.parametrize("save_training", [True, False])
+@pytest.mark.parametrize("load_training", [True, False])
+def test_state_dict_loads_into_either_mode(tmp_path, save_training, load_training):
+    """The saved dict says whether it is merged (kept by torch.save), so it loads into a model in
+    either mode and gives the saved model's outputs in both (loralib: only when the modes agree)."""
+    saved = _composite(lora)
+    saved.load_state_dict(_randomise(saved, 1))
+    expected = {mode: _outputs(saved, IDS, mode) for mode in (True, False)}
+    saved.train(save_training)
+    torch.save(saved.state_dict(), tmp_path / "s.pt")
+    model = _composite(lora).train(load_training)
+    model.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True))
+    for mode in (load_training, not load_training, load_training):
+        torch.testing.assert_close(_outputs(model, IDS, mode), expected[mode], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("save_training", [True, False])
+@pytest.mark.parametrize("load_training", [True, False])
+def test_loralib_full_state_dict_reads_as_loralib_reads_it(tmp_path, save_training, load_training):
+    """loralib's dicts do not say whether they are merged: ours reads them as loralib does, so a user
+    switching libraries gets the same outputs from the same file (loralib's own double ΔW included)."""
+    source = _composite(loralib)
+    source.load_state_dict(_randomise(source, 3))
+    source.train(save_training)
+    torch.save(source.state_dict(), tmp_path / "loralib.pt")
+    theirs, ours = _composite(loralib).train(load_training), _composite(lora).train(load_training)
+    for model in (theirs, ours):
+        model.load_state_dict(torch.load(tmp_path / "loralib.pt", weights_only=True))
+    for mode in (load_training, not load_training, load_training):
+        torch.testing.assert_close(_outputs(ours, IDS, mode), _outputs(theirs, IDS, mode), rtol=1e-5, atol=1e-5)
+
+
+def test_lora_weights_loaded_into_a_merged_model_replace_its_delta():
+    """Loading LoRA weights alone into a merged model merges the new ΔW (loralib would keep the stale one)."""
     first, second = _composite(lora), _composite(lora)
-    first.load_state_dict(_randomise(first, 1))
-    train_state = {k: v.clone() for k, v in first.state_dict().items()}
+    base = _randomise(first, 1)
+    first.load_state_dict(base)
+    second.load_state_dict(base)
     first.eval()
     assert first.c_attn.merged
-    for k, v in first.state_dict().items():
-        torch.testing.assert_close(v, train_state[k], rtol=0, atol=1e-6)
-    new_lora = lora.lora_state_dict(_composite(lora))
-    new_lora = {k: torch.randn_like(v) for k, v in new_lora.items()}
+    new_lora = {k: torch.randn_like(v) for k, v in lora.lora_state_dict(first).items()}
     first.load_state_dict(new_lora, strict=False)
-    second.load_state_dict(train_state)
     second.load_state_dict(new_lora, strict=False)
-    ids = torch.tensor([[1, 2, 3]])
-    with torch.no_grad():
-        torch.testing.assert_close(first(ids), second.eval()(ids), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(first(ids), second.train()(ids), rtol=1e-5, atol=1e-5)
+    for mode in (False, True):
+        torch.testing.assert_close(_outputs(first, IDS, mode), _outputs(second, IDS, mode), rtol=1e-5, atol=1e-5)
+
+
+def test_base_weights_load_as_unmerged_into_a_merged_model():
+    """A dict without LoRA weights (a pretrained checkpoint) holds plain base weights in any mode."""
+    model, reference = _composite(lora), _composite(lora)
+    full = _randomise(model, 5)
+    model.load_state_dict(full)
+    model.eval()
+    base_only = {k: v for k, v in _randomise(model, 6).items() if "lora_" not in k}
+    model.load_state_dict(base_only, strict=False)
+    reference.load_state_dict({**full, **base_only})
+    for mode in (False, True):
+        torch.testing.assert_close(_outputs(model, IDS, mode), _outputs(reference, IDS, mode), rtol=1e-5, atol=1e-5)
+
+
+def test_assign_load_never_changes_the_callers_tensors():
+    source = _composite(lora)
+    source.load_state_dict(_randomise(source, 7))
+    state = source.state_dict()  # train mode: unmerged, and sharing the source's storage
+    before = {k: v.clone() for k, v in state.items()}
+    model = _composite(lora).eval()
+    model.load_state_dict(state, assign=True)  # the eval model must merge: into a copy
+    assert all(torch.equal(state[k], before[k]) for k in state)
+    torch.testing.assert_close(_outputs(model, IDS, False), _outputs(source, IDS, False), rtol=1e-5, atol=1e-5)
+
+
+def test_layers_written_the_loralib_way_keep_working():
+    """A user's own LoRALayer subclass with its own merge code (no delta_weight), and the mixin on an
+    object that is not a module, work as with loralib."""
+
+    class MyLinear(nn.Linear, lora.LoRALayer):
+        def __init__(self):
+            nn.Linear.__init__(self, 4, 4)
+            lora.LoRALayer.__init__(self, r=2, lora_alpha=2, lora_dropout=0.0, merge_weights=True)
+            self.lora_A = nn.Parameter(torch.randn(2, 4))
+            self.lora_B = nn.Parameter(torch.randn(4, 2))
+
+        def train(self, mode=True):
+            nn.Linear.train(self, mode)
+            if mode == self.merged:
+                sign = -1 if mode else 1
+                self.weight.data += sign * (self.lora_B @ self.lora_A)
+                self.merged = not mode
+            return self
+
+    merged = MyLinear().eval()
+    state = merged.state_dict()
+    assert merged.merged and lora.MERGED_KEY not in state._metadata[""]
+    copy = MyLinear().eval()
+    copy.load_state_dict(state)
+    torch.testing.assert_close(copy.weight, merged.weight)
+
+    class NotAModule:
+        pass
+
+    holder = NotAModule()
+    lora.LoRALayer.__init__(holder, r=1, lora_alpha=2, lora_dropout=0.0, merge_weights=False)
+    assert holder.r == 1 and not holder.merged
+
+
+def test_enable_lora_as_slice_numbers_reads_as_loralib():
+    """loralib indexes the slices with enable_lora: [1, 0, 1] means slices 1 and 0 (not 0 and 2)."""
+    theirs, ours = _pair("MergedLinear", 8, 12, r=2, lora_alpha=3, enable_lora=[1, 0, 1])
+    assert ours.enable_lora == [True, True, False]
+    _check_cycles(theirs, ours, _x(2, 3, 8))
+    with pytest.raises(ValueError, match="enable 2 slices"):
+        lora.MergedLinear(8, 12, r=2, enable_lora=[0, 0, 1])
+    with pytest.raises(ValueError, match="out of range"):
+        lora.MergedLinear(8, 12, r=2, enable_lora=[3])
 
 
 # -- MergedLinear.forward must not build ΔW (upstream issue #109) -----------------------------------
@@ -332,10 +451,14 @@ def test_merged_linear_forward_flops():
     assert counts[0] < 0.52 * counts[1]
 
 
-def test_buffers_follow_dtype_and_are_not_saved():
+def test_lora_ind_follows_the_weight_and_is_not_saved():
     layer = lora.MergedLinear(8, 12, r=2, enable_lora=[True, False, True]).double()
     assert layer.lora_ind.dtype == torch.bool and layer.lora_ind.tolist() == [True] * 4 + [False] * 4 + [True] * 4
-    assert set(layer.state_dict()) == {"weight", "bias", "lora_A", "lora_B"}
+    assert set(layer.state_dict()) == {"weight", "bias", "lora_A", "lora_B"} and not list(layer.buffers())
+    on_meta = lora.MergedLinear(8, 12, r=2, enable_lora=[True, False, True], device="meta")
+    assert on_meta.lora_ind.device.type == "meta"
+    built = on_meta.to_empty(device="cpu")  # no stale index buffer to fill in
+    assert built.lora_ind.tolist() == layer.lora_ind.tolist()
 
 
 def test_public_names():
