@@ -24,7 +24,7 @@ except ImportError:  # run from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpt2_lora.errors import UserError, cli
-from gpt2_lora.fileio import atomic_write
+from gpt2_lora.fileio import atomic_write, check_outputs
 from gpt2_lora.metrics.generationeval import format_table, parse_metrics, score_files
 
 
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.language != "en":
         raise UserError(f"-lng {args.language}: only English ('en') is supported")
     metrics = parse_metrics(args.metrics)
+    if args.json:
+        refs = [args.reference] if args.num_refs == 1 else [f"{args.reference}{i}" for i in range(max(args.num_refs, 0))]
+        check_outputs({"--json": args.json}, {"-H": args.hypothesis, **{f"-R ({r})": r for r in refs}})
     result = score_files(args.reference, args.hypothesis, num_refs=args.num_refs, metrics=metrics)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)

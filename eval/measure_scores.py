@@ -25,7 +25,7 @@ except ImportError:  # run from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpt2_lora.errors import cli
-from gpt2_lora.fileio import atomic_write
+from gpt2_lora.fileio import atomic_write, check_outputs
 from gpt2_lora.metrics.e2e import METRICS, e2e_scores, load_data
 
 
@@ -49,6 +49,8 @@ def _fmt(value: float | None) -> str:
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.json:
+        check_outputs({"--json": args.json}, {"REFS": args.ref_file, "HYPS": args.sys_file})
     _, refs, hyps = load_data(args.ref_file, args.sys_file)
     result = e2e_scores(refs, hyps, route="python" if args.python else "perl",
                         log=lambda message: print(message, file=sys.stderr, flush=True))

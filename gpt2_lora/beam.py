@@ -45,7 +45,7 @@ from .batching import read_encoded
 from .data import EOS_ID
 from .devices import resolve_device
 from .errors import UserError, cli
-from .fileio import atomic_write
+from .fileio import atomic_write, check_outputs
 from .model import GPT2Config, GPT2LMModel, KVCache, attention_mask
 
 NEG_INF = float("-inf")
@@ -380,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
                             repetition_penalty=args.repetition_penalty, eos_token_id=tuple(args.eos_token_id))
     config = GPT2Config.resolve(args.model_card, lora_attn_dim=args.lora_dim, lora_attn_alpha=args.lora_alpha)
     settings.check(config)
+    path = os.path.join(args.work_dir, args.output_file)
+    check_outputs({"--work_dir/--output_file": path}, {"--data": args.data, "--init_checkpoint": args.init_checkpoint,
+                                                       "--base_checkpoint": args.base_checkpoint})
     contexts = read_contexts(args.data)
     model = load_model(args, config, device, dtype)
     outside = sorted(set(settings.eos_token_id) - set(settings.eos_in_vocab(model.config.vocab_size)))
@@ -390,7 +393,6 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     predictions = generate(model, contexts, settings, max_batch_inputs=args.max_batch_inputs)
     seconds = time.perf_counter() - start
-    path = os.path.join(args.work_dir, args.output_file)
     # one line per input line in id order (upstream writes its sampler's shuffled order; readers use ids)
     with atomic_write(path) as handle:
         for i, predict in enumerate(predictions):

@@ -232,6 +232,7 @@ def read_formatted(path: str | os.PathLike, what: str = "formatted file") -> lis
 # A small, regular E2E look-alike: same MR syntax and attribute order, tokenised references ending in a
 # space. Values are copied into the text nearly verbatim, so even a tiny model can learn it quickly.
 SYNTHETIC_SIZES = {"train": 2000, "valid": 200, "test": 100}  # contexts per split (1-3 references each)
+SYNTHETIC_MAX_CONTEXTS = 100_000
 _NAMES = ("The Golden Lion", "Blue Harbour", "The Old Mill", "Green Garden", "The Red Door", "Silver Spoon",
           "The Olive Tree", "Moonlight", "The Copper Kettle", "Riverbank", "The White Horse", "Sunflower",
           "The Lantern", "Maple House", "The Crown", "Orchid", "The Anchor", "Café Luna")
@@ -307,6 +308,9 @@ def synthetic_source(sizes: dict[str, int] | None = None, seed: int = 0,
                      max_refs: int = 3) -> dict[str, list[str]]:
     """Deterministic ``MR||reference `` lines per split; no MR appears in two splits (or twice)."""
     sizes = {**SYNTHETIC_SIZES, **(sizes or {})}
+    if sum(sizes.values()) > SYNTHETIC_MAX_CONTEXTS:
+        raise UserError(f"synthetic sizes {sum(sizes.values()):,} contexts in all: at most "
+                        f"{SYNTHETIC_MAX_CONTEXTS:,} (distinct MRs get rare long before the ~10^6 that exist)")
     seen: set[str] = set()
     out = {}
     for index, split in enumerate(SPLITS):

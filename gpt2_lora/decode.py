@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .data import read_formatted
 from .errors import UserError, cli
-from .fileio import atomic_write, read_lines
+from .fileio import atomic_write, check_outputs, read_lines
 from .tokenizer import Tokenizer
 
 FILTERS = ("all", "seen", "unseen")
@@ -113,6 +113,20 @@ def read_hypotheses(sample_file: str, keys: list, groups: dict, tokenizer: Token
     return samples
 
 
+def _outputs(args: argparse.Namespace) -> dict[str, Path]:
+    """Every file decode writes, by flag: webnlg/dart references are reference0.. in a folder."""
+    outputs = {"--output_pred_file": Path(args.output_pred_file)}
+    if args.ref_type == "e2e":
+        outputs["--output_ref_file"] = Path(args.output_ref_file)
+    else:
+        if Path(args.output_ref_file).is_file():
+            raise UserError(f"--output_ref_file {args.output_ref_file}: is a file; --ref_type {args.ref_type} "
+                            "writes reference0.. into a folder")
+        for fid in range(args.ref_num):
+            outputs[f"--output_ref_file/reference{fid}"] = Path(args.output_ref_file) / f"reference{fid}"
+    return outputs
+
+
 def write_outputs(args: argparse.Namespace, groups: dict, samples: dict) -> None:
     fix = lambda text: post_process(text, args.tokenize, args.lower)  # noqa: E731
     if args.ref_type == "e2e":
@@ -161,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--{flag} is required")
     if args.ref_type != "e2e" and args.ref_num < 1:
         raise UserError(f"--ref_num must be >= 1, got {args.ref_num}")
+    check_outputs(_outputs(args), {"--sample_file": args.sample_file, "--input_file": args.input_file,
+                                   "--ref_unique_file": args.ref_unique_file})
     tokenizer = Tokenizer(args.vocab)
     unique_ids = read_unique_ids(args.ref_unique_file) if args.ref_unique_file else None
     groups, keys = group_references(args.input_file, args.filter, unique_ids)

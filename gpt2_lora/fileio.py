@@ -22,8 +22,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     temp file, so no half-written output is ever left behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    check_outputs({"output": path})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror}") from None
     binary = "b" in mode
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding,
@@ -37,6 +41,34 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def check_outputs(outputs: dict[str, str | os.PathLike], inputs: dict[str, str | os.PathLike] | None = None) -> None:
+    """Refuse, before any work, output paths that would fail or destroy data: an existing directory, a
+    path below a file, the same file as an input, or two outputs that are one file. Keys name the flags."""
+    seen: list[tuple[str, Path]] = []
+    for flag, value in outputs.items():
+        path = Path(value)
+        if str(value) == "" or path.is_dir():
+            raise UserError(f"{flag} {value}: is a directory, not a file name")
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
+                break
+        for in_flag, in_value in (inputs or {}).items():
+            if in_value is not None and _same_file(path, Path(in_value)):
+                raise UserError(f"{flag} {path} is the {in_flag} file: writing it would destroy the input")
+        for other_flag, other in seen:
+            if _same_file(path, other):
+                raise UserError(f"{flag} and {other_flag} are the same file ({path})")
+        seen.append((flag, path))
 
 
 def require_file(path: str | os.PathLike, what: str = "file") -> Path:

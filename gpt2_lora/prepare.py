@@ -23,6 +23,7 @@ from .errors import UserError, cli
 from .fileio import atomic_write
 
 STAMP_NAME = ".prepare_stamp.json"
+SYNTHETIC_MARKER = ".synthetic_sources"  # in a --task synthetic --out folder
 LAYOUT_VERSION = 1  # bump when the written bytes change, so old outputs are redone
 TASKS = (*data.READERS, "synthetic")
 
@@ -120,7 +121,15 @@ def prepare_synthetic(out: str | os.PathLike, sizes: dict[str, int] | None = Non
         _log(f"synthetic: {out} is up to date (use --force to redo)")
         return False
     _check_out_dir(out)  # before the sources are written into it
-    for split, lines in data.synthetic_source(sizes, seed).items():
+    marker = out / SYNTHETIC_MARKER
+    foreign = [p.name for p in sources.values() if p.exists()] if not marker.is_file() else []
+    if foreign:
+        raise UserError(f"--out {out} holds {', '.join(foreign)} not written by --task synthetic; refusing to "
+                        "overwrite them (give another --out)")
+    generated = data.synthetic_source(sizes, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.touch()  # this folder's E2E-named sources are synthetic: later runs may rewrite them
+    for split, lines in generated.items():
         with atomic_write(sources[split]) as handle:
             handle.write("".join(line + "\n" for line in lines))
     _write_layers("synthetic", sources, out, vocab, num_threads, _stamp("synthetic", sources, options))

@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 
 from .errors import UserError, cli
-from .fileio import atomic_write, read_text
+from .fileio import atomic_write, check_outputs, read_text
 
 TASKS = ("e2e", "webnlg", "dart")
 SPLITS = ("unseen", "seen", "all")  # WebNLG categories, in the paper's U/S/A order
@@ -134,6 +134,9 @@ def build_report(task: str, scores: dict, model_card: str, paper: dict | None = 
             if raw is not None and spec["scale"] != 1 and raw > 1:
                 raise UserError(f"{task} {key} = {raw} is not a fraction: the scores file should hold the "
                                 f"scorer's own units (e.g. BLEU 0.70, not 70.0)")
+            if raw is not None and (raw < 0 or (metric == "METEOR" and raw > 1) or (metric == "BLEU" and raw > 100)):
+                raise UserError(f"{task} {key} = {raw} is outside the metric's range (BLEU 0-100 as eval.py "
+                                f"writes it, METEOR 0-1, nothing negative)")
             reference = (row["values"][split] if split is not None else row["values"])[metric]
             ours = None if raw is None else raw * spec["scale"]
             lines.append({
@@ -278,7 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     paper = load_paper_numbers(args.paper_numbers)
     files = _score_files(args)
+    if args.task not in paper["tasks"]:
+        raise UserError(f"{args.paper_numbers or PAPER_NUMBERS}: no numbers for --task {args.task}")
     numbers = paper["tasks"][args.task]
+    check_outputs({"--out_dir (report.md)": Path(args.out_dir) / "report.md",
+                   "--out_dir (report.json)": Path(args.out_dir) / "report.json"},
+                  {**{f"scores file {path}": path for path in files.values()}, "--meta": args.meta})
     scores = {split: load_scores(path, numbers) for split, path in files.items()}
     meta = {}
     if args.meta:
@@ -288,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in (("work_dir", args.work_dir), ("steps", args.steps), ("wall_clock_s", args.wall_clock)):
         if value is not None:
             meta[key] = value
+    wall = meta.get("wall_clock_s")
+    if wall is not None and (isinstance(wall, bool) or not isinstance(wall, (int, float))
+                             or not math.isfinite(wall) or wall < 0):
+        raise UserError(f"wall_clock_s must be a number of seconds >= 0, got {wall!r}")
     sources = {("scores" if split is None else f"scores ({split})"): str(path) for split, path in files.items()}
     report = build_report(args.task, scores, args.model_card, paper=paper, paper_row=args.paper_row,
                           meta=meta, sources=sources)

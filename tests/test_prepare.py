@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gpt2_lora import data, prepare
+from gpt2_lora.errors import UserError
 from conftest import UPSTREAM_NLG_SRC
 
 UPSTREAM = UPSTREAM_NLG_SRC
@@ -119,8 +120,8 @@ def test_synthetic_cli(tmp_path, vocab_dir):
     out = tmp_path / "syn"
     args = ["--task", "synthetic", "--out", str(out), "--vocab", str(vocab_dir), "--synthetic_sizes", "40,6,4"]
     assert prepare.run(prepare.parse_args(args)) is True
-    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUTS, prepare.STAMP_NAME, "train.txt", "valid.txt",
-                                                            "test.txt"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUTS, prepare.STAMP_NAME, prepare.SYNTHETIC_MARKER,
+                                                            "train.txt", "valid.txt", "test.txt"])
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     assert prepare.run(prepare.parse_args(args)) is False  # idempotent
     assert prepare.run(prepare.parse_args(args + ["--random_seed", "1"])) is True  # new options: redone
@@ -130,6 +131,21 @@ def test_synthetic_cli(tmp_path, vocab_dir):
         {k: v for k, v in first.items() if k != prepare.STAMP_NAME}
     contexts = {json.loads(line)["context"] for line in (out / "train_formatted.jsonl").read_text().splitlines()}
     assert len(contexts) == 40
+
+
+def test_synthetic_never_overwrites_real_sources(tmp_path, vocab_dir):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "test.txt").write_text("name[A]||A is a real reference .\n")
+    with pytest.raises(UserError, match="test.txt not written by --task synthetic"):
+        prepare.run(prepare.parse_args(["--task", "synthetic", "--out", str(real), "--vocab", str(vocab_dir)]))
+    assert (real / "test.txt").read_text() == "name[A]||A is a real reference .\n"
+    assert sorted(p.name for p in real.iterdir()) == ["test.txt"]
+
+
+def test_synthetic_sizes_are_capped():
+    with pytest.raises(UserError, match="at most 100,000"):
+        data.synthetic_source({"train": 100_000_000, "valid": 2, "test": 2})
 
 
 # ------------------------------------------------------------------------------------ parity with upstream

@@ -166,6 +166,39 @@ def test_cli_errors_exit_2(tmp_path, capsys, args, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_refuses_bad_run_values_and_outputs_over_inputs(tmp_path, capsys):
+    scores = _json(tmp_path / "report.json", {"bleu": 47.0, "meteor": 0.39, "ter": 0.46})
+    base = ["--task", "dart", "--scores", str(scores)]
+    for extra, message in ((["--out_dir", str(tmp_path)], "is the scores file"),
+                           (["--out_dir", str(tmp_path / "o"), "--wall_clock", "nan"], "wall_clock_s must be"),
+                           (["--out_dir", str(tmp_path / "o"), "--wall_clock", "-5"], "wall_clock_s must be")):
+        with pytest.raises(SystemExit) as info:
+            rep.main(base + extra)
+        err = capsys.readouterr().err.strip()
+        assert info.value.code == 2 and message in err and "\n" not in err
+    assert json.loads((tmp_path / "report.json").read_text())["bleu"] == 47.0 and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("scores, message", [
+    ({"bleu": 47.0, "meteor": 39.0, "ter": 0.46}, "meteor = 39.0 is outside"),
+    ({"bleu": -1.0, "meteor": 0.39, "ter": 0.46}, "bleu = -1.0 is outside"),
+    ({"bleu": 470.0, "meteor": 0.39, "ter": 0.46}, "bleu = 470.0 is outside"),
+])
+def test_dart_scores_outside_their_range_are_refused(tmp_path, scores, message):
+    numbers = rep.load_paper_numbers()["tasks"]["dart"]
+    loaded = rep.load_scores(_json(tmp_path / "s.json", scores), numbers)
+    with pytest.raises(UserError, match=message):
+        rep.build_report("dart", {None: loaded}, "gpt2.md")
+
+
+def test_paper_numbers_without_the_task_is_one_line(tmp_path, capsys):
+    paper = _json(tmp_path / "paper.json", {**rep.load_paper_numbers(), "tasks": {}})
+    with pytest.raises(SystemExit) as info:
+        rep.main(["--task", "e2e", "--scores", str(_json(tmp_path / "s.json", E2E_SCORES)),
+                  "--paper_numbers", str(paper), "--out_dir", str(tmp_path / "o")])
+    assert info.value.code == 2 and "no numbers for --task e2e" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("body, message", [
     (b'{"BLEU": 0.7,\n "NIST": \xff}', "s.json:2: not valid UTF-8"),
     (b'{"BLEU": 0.7,\n "NIST": }', "s.json:2: scores file is not valid JSON"),
