@@ -59,6 +59,12 @@ class GPT2Config:
     lora_init: str = "default"  # or "gaussian" (A and B ~ N(0, 0.02))
 
     def __post_init__(self):
+        for name in ("vocab_size", "n_positions", "n_ctx", "n_embd", "n_layer", "n_head"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"{name} must be a positive integer, got {value!r}")
+        if self.lora_attn_dim < 0:
+            raise UserError(f"lora_attn_dim (--lora_dim) must be >= 0, got {self.lora_attn_dim}")
         if self.n_embd % self.n_head != 0:
             raise UserError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.lora_init not in lora.INITS:
@@ -70,7 +76,10 @@ class GPT2Config:
         unknown = sorted(set(values) - names)
         if unknown:
             raise UserError(f"{what}: unknown GPT2Config field(s) {', '.join(unknown)}")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except UserError as err:
+            raise UserError(f"{what}: {err}") from None
 
     @classmethod
     def card(cls, name: str, **overrides) -> "GPT2Config":
@@ -378,6 +387,8 @@ class GPT2LMModel(nn.Module):
         upstream = "model_state_dict" in state_dict
         if upstream:
             state_dict = state_dict["model_state_dict"]
+        if not isinstance(state_dict, Mapping):
+            raise UserError(f"checkpoint's model_state_dict is a {type(state_dict).__name__}, not a dict of tensors")
         ours = dict(self.transformer.named_parameters())
         found: dict[str, torch.Tensor] = {}
         ignored, unexpected = [], []
@@ -407,9 +418,12 @@ class GPT2LMModel(nn.Module):
         if not found:
             raise UserError(f"no GPT-2 weights found in the checkpoint (first keys: {_short_list(list(state_dict), 4)})")
         for name, value in found.items():
+            if not isinstance(value, torch.Tensor):
+                raise UserError(f"checkpoint entry {name} is a {type(value).__name__}, not a tensor")
             if tuple(value.shape) != tuple(ours[name].shape):
                 raise UserError(f"checkpoint weight {name} has shape {tuple(value.shape)}, the model expects "
-                                f"{tuple(ours[name].shape)} (wrong model card / config?)")
+                                f"{tuple(ours[name].shape)} (wrong model card / config"
+                                f"{', or --lora_dim' if 'lora_' in name else ''}?)")
 
         missing = [n for n in ours if n not in found]
         missing_base = [n for n in missing if "lora_" not in n]
@@ -417,7 +431,8 @@ class GPT2LMModel(nn.Module):
         if missing_base and not self.base_loaded:
             what = "a LoRA-only checkpoint" if has_lora else "the checkpoint"
             raise UserError(f"{what} lacks {len(missing_base)} base weight(s) ({_short_list(missing_base)}) "
-                            f"and no pretrained GPT-2 was loaded first; load the base checkpoint before it")
+                            f"and no pretrained GPT-2 was loaded first; load the base checkpoint before it "
+                            f"(gpt2_lora.beam: --base_checkpoint)")
         if head is not None and "wte.weight" in found and not torch.equal(head, found["wte.weight"]):
             warnings.warn("checkpoint lm_head differs from wte; GPT-2 ties them, so wte is used", stacklevel=2)
         if unexpected:

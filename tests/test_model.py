@@ -4,6 +4,7 @@ padded batches, and every load_weight route (HF, upstream, LoRA-only) including 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 
 import pytest
@@ -90,6 +91,10 @@ def test_from_hf_config(hf_dir, tmp_path):
         GPT2Config.from_hf_config(bad)
     with pytest.raises(UserError, match="not found"):
         GPT2Config.from_hf_config(tmp_path / "missing.json")
+    for field, value in (("n_embd", "32"), ("n_head", 0), ("n_layer", -1), ("vocab_size", 0), ("n_positions", 1.5)):
+        bad.write_text(json.dumps({"n_embd": 64, "n_head": 4, field: value}))
+        with pytest.raises(UserError, match=rf"config.json: {field} must be a positive integer, got {value!r}"):
+            GPT2Config.resolve(bad)
 
 
 # -- parity with HF transformers ------------------------------------------------------------------
@@ -220,6 +225,10 @@ def test_load_weight_errors(hf_dir):
     assert report.unexpected == ["score.weight"]
     with pytest.raises(UserError, match="no GPT-2 weights"):
         plain.load_weight({"encoder.weight": torch.zeros(2)})
+    with pytest.raises(UserError, match="model_state_dict is a list"):
+        plain.load_weight({"model_state_dict": [1, 2]})
+    with pytest.raises(UserError, match="wte.weight is a int, not a tensor"):
+        plain.load_weight({"wte.weight": 5})
 
 
 def test_lora_changes_output_and_merge_keeps_it(hf_dir, ids):
