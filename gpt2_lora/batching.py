@@ -34,6 +34,7 @@ import json
 import os
 import queue
 import random
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +52,11 @@ PACK_CHUNK = 16384  # examples packed together (a larger chunk packs tighter, a 
 
 
 # ------------------------------------------------------------------------------------------- reading
-def read_encoded(path: str | os.PathLike, what: str = "data file") -> list[tuple[list[int], list[int]]]:
-    """(context ids, completion ids) per line of an encoded jsonl file; bad lines name file:line."""
+def read_encoded(path: str | os.PathLike, what: str = "data file",
+                 vocab_size: int | None = None) -> list[tuple[list[int], list[int]]]:
+    """(context ids, completion ids) per line of an encoded jsonl file; bad lines name file:line, and
+    so do ids outside [0, vocab_size) (outside int32 when no vocab_size is given)."""
+    limit = vocab_size if vocab_size is not None else 2 ** 31
     path = require_file(path, what)
     examples = []
     with open(path, "rb") as handle:
@@ -72,6 +76,10 @@ def read_encoded(path: str | os.PathLike, what: str = "data file") -> list[tuple
                 if not isinstance(ids, list) or not all(type(t) is int for t in ids):
                     raise UserError(f"{where}: '{key}' must be a list of token ids (is this the encoded "
                                     f"file, not the *_formatted.jsonl one?)")
+                outside = next((t for t in ids if not 0 <= t < limit), None)
+                if outside is not None:
+                    vocab = f"the vocabulary of {vocab_size}" if vocab_size is not None else "int32"
+                    raise UserError(f"{where}: token id {outside} in '{key}' is outside {vocab}")
                 pair.append(ids)
             examples.append((pair[0], pair[1]))
     if not examples:
@@ -475,3 +483,6 @@ def check_lengths(layout: Layout, path: str | Path) -> None:
     empty = np.nonzero(layout.hi <= layout.lo)[0]
     if len(empty) == len(layout):
         raise UserError(f"{path}: no example has a completion token within --seq_len {layout.seq_len}")
+    if len(empty):
+        print(f"warning: {path}: {len(empty)} example(s) have no completion token within --seq_len "
+              f"{layout.seq_len} and add nothing to the loss (first: line {empty[0] + 1})", file=sys.stderr)

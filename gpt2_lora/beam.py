@@ -301,9 +301,9 @@ def generate(model: GPT2LMModel, contexts: Sequence[Sequence[int]], settings: Be
 
 
 # ------------------------------------------------------------------------------------------------- CLI
-def read_contexts(path: str) -> list[list[int]]:
+def read_contexts(path: str, vocab_size: int | None = None) -> list[list[int]]:
     """The ``context`` ids of each line of an encoded jsonl file (upstream FT_Dataset's input)."""
-    return [context for context, _ in read_encoded(path, "--data file")]
+    return [context for context, _ in read_encoded(path, "--data file", vocab_size)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     path = os.path.join(args.work_dir, args.output_file)
     check_outputs({"--work_dir/--output_file": path}, {"--data": args.data, "--init_checkpoint": args.init_checkpoint,
                                                        "--base_checkpoint": args.base_checkpoint})
-    contexts = read_contexts(args.data)
+    contexts = read_contexts(args.data, config.vocab_size)
     model = load_model(args, config, device, dtype)
     outside = sorted(set(settings.eos_token_id) - set(settings.eos_in_vocab(model.config.vocab_size)))
     if outside:

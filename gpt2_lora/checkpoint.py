@@ -118,5 +118,5 @@ def load_into(model, *paths: str | os.PathLike):
             report = model.load_weight(load_checkpoint_file(path))
         except UserError as err:
             message = str(err)
-            raise UserError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+            raise UserError(message if str(path) in message else f"{path}: {message}") from None
     return report

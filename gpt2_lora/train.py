@@ -35,13 +35,13 @@ from tqdm import tqdm
 from . import lora
 from .batching import (BATCHING_MODES, BatchPlan, Layout, Prefetcher, check_lengths, collate, collate_packed,
                        eval_batches, packed_shape, read_encoded)
-from .checkpoint import load_checkpoint_file
+from .checkpoint import load_into
 from .errors import UserError, cli
-from .fileio import atomic_write
+from .fileio import atomic_write, check_outputs
 from .model import CARDS, GPT2Config, GPT2LMModel
 from .optim import SCHEDULERS, AdamW, Schedule, grouped_parameters
-from .trainstate import (RESUME_FILE, Progress, RunLog, load_resume, save_merged, save_resume, save_weights,
-                         set_rng_state, trainable_state, weights_path)
+from .trainstate import (RESUME_FILE, Progress, RunLog, clear_run, load_resume, run_files, save_merged,
+                         save_resume, save_weights, set_rng_state, trainable_state, weights_path)
 from .cudagraph import GraphedStepper, unsupported_reason
 from .devices import resolve_device
 from .trainstep import (PACKED_ATTENTION, PRECISIONS, RESIDUALS, LossModel, Stepper, check_fast_paths,
@@ -146,6 +146,18 @@ def check_args(args) -> None:
             raise UserError(f"--{name} must be at least 1, got {value}")
     if args.lora_dim < 0:
         raise UserError(f"--lora_dim must be >= 0, got {args.lora_dim}")
+    if args.lora_dim > 0 and args.lora_alpha <= 0:
+        raise UserError(f"--lora_alpha must be > 0 with --lora_dim {args.lora_dim}, got {args.lora_alpha}")
+    for name, low, strict, meaning in (("lr", 0.0, False, ""), ("adam_epislon", 0.0, True, ""),
+                                       ("weight_decay", 0.0, False, ""), ("clip", 0.0, False, " (0 = no clipping)")):
+        value = getattr(args, name)
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise UserError(f"--{name} must be a finite number {'>' if strict else '>='} {low:g}{meaning}, "
+                            f"got {value}")
+    if not str(args.work_dir).strip():
+        raise UserError("--work_dir is empty")
+    if args.resume and args.overwrite:
+        raise UserError("--resume continues the run in --work_dir and --overwrite discards it; give one")
     if not 0.0 <= args.lora_dropout < 1.0:
         raise UserError(f"--lora_dropout must be in [0, 1), got {args.lora_dropout}")
     if not 0.0 <= args.label_smooth < 1.0:
@@ -170,6 +182,8 @@ def check_args(args) -> None:
         args.i_lrs = [float(x) for x in str(args.i_lrs).split(",")]
     except ValueError:
         raise UserError("--i_steps / --i_lrs must be comma-separated numbers") from None
+    if args.scheduler == "cycle" and args.i_steps[-1] < 1:
+        raise UserError(f"--scheduler cycle trains for --i_steps' last step, got {args.i_steps[-1]}; give --i_steps")
 
 
 def setup_distributed(args) -> tuple[int, int, torch.device]:
@@ -192,7 +206,7 @@ def build_model(args, device: torch.device) -> tuple[GPT2LMModel, GPT2Config]:
         raise UserError(f"--seq_len {args.seq_len} exceeds the model's n_positions={config.n_positions}")
     model = GPT2LMModel(config)  # on the CPU first, so the initialisation follows the seed as upstream
     if args.init_checkpoint is not None:
-        model.load_weight(load_checkpoint_file(args.init_checkpoint))
+        load_into(model, args.init_checkpoint)  # errors name the file
     if args.lora_dim > 0:
         lora.mark_only_lora_as_trainable(model)
     return model.to(device), config
@@ -215,9 +229,13 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     check_precision(device, args.precision)
     check_fast_paths(device, args.precision, args.residual, args.packed_attention, args.batching)
     work_dir = Path(args.work_dir)
-    if rank == 0 and not args.resume and (work_dir / RESUME_FILE).exists() and not args.overwrite:
-        raise UserError(f"--work_dir {work_dir} already holds a run ({RESUME_FILE}); pass --resume to continue "
-                        f"it or --overwrite to start again")
+    if work_dir.exists() and not work_dir.is_dir():
+        raise UserError(f"--work_dir {work_dir}: is a file, not a folder")
+    check_outputs({"--work_dir": work_dir / "args.json"})  # not below a file
+    earlier = run_files(work_dir)
+    if rank == 0 and not args.resume and earlier and not args.overwrite:
+        raise UserError(f"--work_dir {work_dir} already holds a run ({earlier[0].name}); pass --resume to "
+                        f"continue it or --overwrite to start again")
     record_args = {**vars(args), "world_size": world_size}
     say = (lambda *a: tqdm.write(" ".join(map(str, a)), file=sys.stderr)) if rank == 0 else (lambda *a: None)
 
@@ -225,9 +243,11 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     random.seed(args.random_seed)
 
     # data
-    train_layout = Layout(read_encoded(args.train_data, "--train_data"), args.seq_len, args.obj == "jlm")
-    valid_layout = Layout(read_encoded(args.valid_data, "--valid_data"), args.seq_len)
+    vocab_size = GPT2Config.resolve(args.model_card).vocab_size
+    train_layout = Layout(read_encoded(args.train_data, "--train_data", vocab_size), args.seq_len, args.obj == "jlm")
+    valid_layout = Layout(read_encoded(args.valid_data, "--valid_data", vocab_size), args.seq_len)
     check_lengths(train_layout, args.train_data)
+    check_lengths(valid_layout, args.valid_data)
     packed = args.batching == "packed"
     shape = None
     if packed:
@@ -259,8 +279,12 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     progress = Progress()
     if args.resume:
         state = load_resume(work_dir, record_args)
+        named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        saved = {n: tuple(t.shape) for n, t in state["weights"].items()}
+        if saved != {n: tuple(p.shape) for n, p in named.items()}:
+            raise UserError(f"--resume: {work_dir / RESUME_FILE} holds other weights than this model trains "
+                            f"(was the model config changed?)")
         with torch.no_grad():
-            named = dict(model.named_parameters())
             for name, tensor in state["weights"].items():
                 named[name].copy_(tensor)
         optimizer.load_state_dict(state["optimizer"])
@@ -309,6 +333,8 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
         + (f", compile {args.compile}" if args.compile else "")
         + (", CUDA graphs" if isinstance(stepper, GraphedStepper) else ""))
     if rank == 0:
+        if args.overwrite and not args.resume:
+            clear_run(work_dir)  # only now that data, model and flags have all been checked
         work_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(work_dir / "args.json") as handle:
             json.dump({**record_args, "max_step_resolved": max_step}, handle, indent=2)
@@ -423,7 +449,8 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
                 last_eval = progress.step
             checkpoint()
     except KeyboardInterrupt:
-        say("interrupted: the last checkpoint is kept; continue with --resume")
+        say("interrupted: the last checkpoint is kept; continue with --resume" if (work_dir / RESUME_FILE).exists()
+            else "interrupted before the first checkpoint: nothing to resume; start again")
         raise
     finally:
         bar.close()

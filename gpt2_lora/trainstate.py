@@ -87,8 +87,34 @@ def save_resume(work_dir: Path, weights: dict[str, torch.Tensor], optimizer: tor
 
 
 # Flags whose change makes a resumed run a different run.
-RESUME_MUST_MATCH = ("train_data", "model_card", "lora_dim", "lora_alpha", "lora_init", "seq_len", "obj",
-                     "train_batch_size", "grad_acc", "random_seed", "batching", "max_tokens", "pack_len", "world_size")
+RESUME_MUST_MATCH = ("train_data", "model_card", "init_checkpoint", "lora_dim", "lora_alpha", "lora_init", "seq_len",
+                     "obj", "train_batch_size", "grad_acc", "random_seed", "batching", "max_tokens", "pack_len",
+                     "world_size")
+_PATH_SETTINGS = ("train_data", "model_card", "init_checkpoint")
+
+
+def _setting(key: str, value):
+    # paths compare as the files they name (a relative and an absolute path to one file are equal)
+    if key in _PATH_SETTINGS and isinstance(value, str) and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
+
+
+def run_files(work_dir: Path) -> list[Path]:
+    """What an earlier run left in ``work_dir`` (the files this module writes)."""
+    if not work_dir.is_dir():
+        return []
+    named = [work_dir / n for n in (RESUME_FILE, "log.jsonl", "loss.png", "args.json", "merged")]
+    return [p for p in named if p.exists()] + sorted(work_dir.glob("model.*.pt")) + sorted(
+        work_dir.glob("model.*.safetensors"))
+
+
+def clear_run(work_dir: Path) -> None:
+    """``--overwrite``: remove an earlier run's files, so none of them is mistaken for the new run's."""
+    import shutil
+
+    for path in run_files(work_dir):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def load_resume(work_dir: Path, args: dict) -> dict:
@@ -96,9 +122,12 @@ def load_resume(work_dir: Path, args: dict) -> dict:
     if not path.is_file():
         raise UserError(f"--resume: no {RESUME_FILE} in --work_dir {work_dir} (nothing to resume)")
     state = load_checkpoint_file(path)  # weights_only: tensors, numbers, strings, lists and dicts
-    saved = state.get("args", {})
+    missing = [k for k in ("weights", "optimizer", "progress", "rng", "args") if k not in state]
+    if missing:
+        raise UserError(f"{path}: not a resume file of gpt2_lora.train (no {', '.join(missing)})")
+    saved = state["args"]
     changed = [f"--{k} {saved.get(k)!r} -> {args.get(k)!r}" for k in RESUME_MUST_MATCH
-               if k in saved and saved.get(k) != args.get(k)]
+               if k in saved and _setting(k, saved.get(k)) != _setting(k, args.get(k))]
     if changed:
         raise UserError(f"--resume: {path} was written with other settings ({'; '.join(changed)})")
     return state

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 
 import pytest
@@ -357,6 +358,13 @@ def run_cli(argv, capsys):
     (["--max_epoch", "1", "--packed_attention", "varlen"], "needs --batching packed"),
     (["--max_epoch", "1", "--batching", "packed", "--max_tokens", "64", "--precision", "bf16",
       "--packed_attention", "varlen"], "needs a CUDA device"),
+    (["--max_epoch", "1", "--lr", "nan"], "--lr must be a finite number >= 0"),
+    (["--max_epoch", "1", "--adam_epislon", "0"], "--adam_epislon must be a finite number > 0"),
+    (["--max_epoch", "1", "--clip", "-1"], "--clip must be a finite number >= 0 (0 = no clipping)"),
+    (["--max_epoch", "1", "--weight_decay", "-0.1"], "--weight_decay must be"),
+    (["--max_epoch", "1", "--lora_dim", "4", "--lora_alpha", "0"], "--lora_alpha must be > 0"),
+    (["--max_epoch", "1", "--resume", "--overwrite"], "give one"),
+    (["--scheduler", "cycle"], "--scheduler cycle trains for --i_steps' last step"),
 ])
 def test_bad_flags_are_one_line_errors(files, tmp_path, capsys, extra, message):
     code, err = run_cli(base_args(files, tmp_path / "w", *extra), capsys)
@@ -413,3 +421,51 @@ def test_two_process_ddp_equals_one_process_with_grad_acc(files, tmp_path):
     for key in lora_keys:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
     assert all(float(one[k].abs().sum()) > 0 for k in lora_keys if "lora_B" in k)  # B moved off its zero init
+
+
+def test_bad_data_and_work_dir_are_one_line_errors(files, tmp_path, capsys):
+    bad_id = tmp_path / "bad.jsonl"
+    bad_id.write_text('{"context": [5, 127], "completion": [65, 127]}\n{"context": [5, 128], "completion": [1]}\n')
+    code, err = run_cli(base_args(files, tmp_path / "w", "--max_step", "2", "--train_data", str(bad_id)), capsys)
+    assert code == 2 and len(err) == 1 and "bad.jsonl:2: token id 128 in 'context' is outside the vocabulary of 128" in err[0]
+    long_valid = tmp_path / "long.jsonl"
+    long_valid.write_text(json.dumps({"context": [5] * 40, "completion": [65, 127]}) + "\n")
+    code, err = run_cli(base_args(files, tmp_path / "w", "--max_step", "2", "--valid_data", str(long_valid)), capsys)
+    assert code == 2 and "long.jsonl: no example has a completion token within --seq_len 32" in err[-1]
+    (tmp_path / "afile").write_text("x")
+    for work_dir, message in ((tmp_path / "afile", "is a file, not a folder"), (tmp_path / "afile" / "sub", "is a file")):
+        code, err = run_cli(base_args(files, work_dir, "--max_step", "2"), capsys)
+        assert code == 2 and len(err) == 1 and message in err[0]
+    assert (tmp_path / "afile").read_text() == "x" and not (tmp_path / "w").exists()
+
+
+def test_earlier_checkpoints_are_never_silently_replaced(files, tmp_path, capsys):
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "model.3.pt").write_bytes(b"an earlier run")
+    code, err = run_cli(base_args(files, work, "--lora_dim", "4", "--max_step", "2"), capsys)
+    assert code == 2 and "already holds a run (model.3.pt)" in err[0]
+    assert (work / "model.3.pt").read_bytes() == b"an earlier run"
+    main(base_args(files, work, "--lora_dim", "4", "--max_step", "2", "--overwrite", "--save_interval", "100"))
+    assert not (work / "model.3.pt").exists() and (work / "model.2.pt").is_file()  # no stale file left beside
+
+
+def test_resume_refuses_another_base_or_a_foreign_file(files, tmp_path, capsys):
+    base = tmp_path / "base.pt"
+    torch.save(GPT2LMModel(GPT2Config(**TINY)).state_dict(), base)
+    other = tmp_path / "other.pt"
+    torch.save(GPT2LMModel(GPT2Config(**TINY)).state_dict(), other)
+    args = ["--lora_dim", "4", "--max_step", "4", "--save_interval", "2", "--stop_at_step", "2"]
+    main(base_args(files, tmp_path / "w", *args, "--init_checkpoint", str(base)))
+    capsys.readouterr()
+    code, err = run_cli(base_args(files, tmp_path / "w", *args, "--resume", "--init_checkpoint", str(other)), capsys)
+    assert code == 2 and "--init_checkpoint" in err[-1] and "other settings" in err[-1]
+    code, err = run_cli(base_args(files, tmp_path / "w", *args, "--resume"), capsys)  # no base at all
+    assert code == 2 and "--init_checkpoint" in err[-1]
+    relative = os.path.relpath(base)  # the same file by another name resumes
+    main(base_args(files, tmp_path / "w", "--lora_dim", "4", "--max_step", "4", "--save_interval", "2",
+                   "--resume", "--init_checkpoint", relative))
+    assert (tmp_path / "w" / "model.4.pt").is_file()
+    torch.save({"model_state_dict": {}}, tmp_path / "w" / "resume.pt")
+    code, err = run_cli(base_args(files, tmp_path / "w", *args, "--resume", "--max_step", "6"), capsys)
+    assert code == 2 and "not a resume file of gpt2_lora.train" in err[-1]
