@@ -98,6 +98,8 @@ def read_hypotheses(sample_file: str, keys: list, groups: dict, tokenizer: Token
     for where, record in _json_lines(sample_file, "--sample_file"):
         line_id = _field(record, "id", where, int)
         tokens = _field(record, "predict", where, list)
+        if not all(type(t) is int for t in tokens):  # JSON true would pass as token 1
+            raise UserError(f"{where}: 'predict' holds something that is not a GPT-2 token id")
         if not 0 <= line_id < len(keys):
             raise UserError(f"{where}: id {line_id} is outside the {len(keys)} lines of --input_file")
         key = keys[line_id]

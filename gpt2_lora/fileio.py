@@ -74,6 +74,8 @@ def check_outputs(outputs: dict[str, str | os.PathLike], inputs: dict[str, str |
 def require_file(path: str | os.PathLike, what: str = "file") -> Path:
     """Return ``path`` as a Path, or raise a one-line UserError if it is not an existing file."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path}: is a directory, not a file")
     if not path.is_file():
         raise UserError(f"{what} not found: {path}")
     return path

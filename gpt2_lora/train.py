@@ -411,6 +411,9 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
                     bar.update(1)
                     if progress.step % args.log_interval == 0:
                         loss = stepper.read_loss() / max(last["micro"], 1)
+                        if not math.isfinite(loss):  # stop rather than train on for hours
+                            raise UserError(f"the training loss is {loss} at step {progress.step} (--lr too high, "
+                                            f"or fp16 overflow?); stopped, earlier checkpoints are kept")
                         now = time.perf_counter()
                         tok_s = last["tokens"] * world_size / (now - last["time"])
                         ms = (now - last["time"]) * 1000 * args.grad_acc / max(last["micro"], 1)

@@ -98,3 +98,20 @@ def test_scorers_refuse_json_over_an_input(tmp_path, capsys):
     _fails(_script("eval").main, ["-R", str(tmp_path / "ref"), "-H", str(hyps), "-nr", "1", "--json",
                                   str(tmp_path)], capsys, "is a directory")
     assert hyps.read_text() == "a b c\nd e f\n"
+
+
+def test_a_directory_given_as_an_input_file_says_so(tmp_path):
+    from gpt2_lora.fileio import read_text
+
+    with pytest.raises(UserError, match=r"--data .*: is a directory, not a file"):
+        read_text(tmp_path, "--data")
+    with pytest.raises(UserError, match="--data not found"):
+        read_text(tmp_path / "missing.jsonl", "--data")
+
+
+def test_decode_refuses_booleans_among_predicted_ids(tmp_path, capsys, vocab_dir):
+    (tmp_path / "in.jsonl").write_text(json.dumps({"context": "a", "completion": "b"}) + "\n")
+    (tmp_path / "pred.jsonl").write_text(json.dumps({"id": 0, "predict": [64, True]}) + "\n")
+    _fails(decode.main, ["--vocab", str(vocab_dir), "--sample_file", str(tmp_path / "pred.jsonl"), "--input_file",
+                         str(tmp_path / "in.jsonl"), "--output_ref_file", str(tmp_path / "r"),
+                         "--output_pred_file", str(tmp_path / "h")], capsys, "pred.jsonl:1: 'predict' holds")

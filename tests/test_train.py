@@ -469,3 +469,9 @@ def test_resume_refuses_another_base_or_a_foreign_file(files, tmp_path, capsys):
     torch.save({"model_state_dict": {}}, tmp_path / "w" / "resume.pt")
     code, err = run_cli(base_args(files, tmp_path / "w", *args, "--resume", "--max_step", "6"), capsys)
     assert code == 2 and "not a resume file of gpt2_lora.train" in err[-1]
+
+
+def test_a_diverged_loss_stops_the_run(files, tmp_path, capsys):
+    code, err = run_cli(base_args(files, tmp_path / "w", "--lora_dim", "0", "--max_step", "40", "--lr", "1e30",
+                                  "--warmup_step", "0", "--log_interval", "1", "--save_interval", "100"), capsys)
+    assert code == 2 and err[-1].startswith("error: the training loss is nan at step")
