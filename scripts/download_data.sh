@@ -80,7 +80,8 @@ fetch() {  # url output
   fi
 }
 
-mkdir -p "$DEST"
+[ ! -e "$DEST" ] || [ -d "$DEST" ] || die "DEST $DEST is a file, not a folder"
+mkdir -p "$DEST" || die "cannot create DEST $DEST"
 TMP=""
 trap '[ -z "$TMP" ] || rm -f "$TMP"' EXIT
 while read -r rel sha blob; do

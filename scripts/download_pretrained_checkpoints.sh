@@ -39,18 +39,21 @@ fetch() {  # URL FILE
   fi
 }
 
+TMP=""
+trap '[ -z "$TMP" ] || rm -f "$TMP"' EXIT  # Ctrl-C mid-download leaves no .part file
 get() {  # URL TARGET
   local url="$1" target="$2" tmp
   if [ -s "$target" ]; then echo "present   $target"; return; fi
-  tmp="$(mktemp "$target.part.XXXXXX")"
+  tmp="$(mktemp "$target.part.XXXXXX")"; TMP="$tmp"
   echo "download  $url"
   if ! fetch "$url" "$tmp"; then rm -f "$tmp"; die "download failed: $url (offline? copy the file to $target yourself)"; fi
   [ -s "$tmp" ] || { rm -f "$tmp"; die "empty download: $url"; }
   chmod 644 "$tmp"
-  mv "$tmp" "$target"
+  mv "$tmp" "$target"; TMP=""
 }
 
-mkdir -p "$DEST"
+[ ! -e "$DEST" ] || [ -d "$DEST" ] || die "--dest $DEST is a file, not a folder"
+mkdir -p "$DEST" || die "cannot create --dest $DEST"
 for size in "${SIZES[@]}"; do
   case "$size" in sm) name=gpt2 ;; md) name=gpt2-medium ;; lg) name=gpt2-large ;; esac
   get "$HF/$name/resolve/main/config.json" "$DEST/$name-config.json"

@@ -80,6 +80,7 @@ case "${COMPILE:-0}" in
   1) SPEED+=(--compile) ;;
   *) SPEED+=(--compile "$COMPILE") ;;  # a torch.compile mode, e.g. reduce-overhead (CUDA graphs)
 esac
+case "${NPROC:-1}" in ''|*[!0-9]*) die "NPROC must be a number of GPUs, got '$NPROC'" ;; esac
 if [ "${NPROC:-1}" -gt 1 ]; then
   LAUNCH=(torchrun --standalone --nproc_per_node="$NPROC" -m gpt2_lora.train)
 else
