@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .data import read_formatted
 from .errors import UserError, cli
-from .fileio import atomic_write, check_outputs, read_lines
+from .fileio import atomic_files, check_outputs, read_lines
 from .tokenizer import Tokenizer
 
 FILTERS = ("all", "seen", "unseen")
@@ -130,9 +130,10 @@ def _outputs(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def write_outputs(args: argparse.Namespace, groups: dict, samples: dict) -> None:
+    """The reference file(s) and the hypothesis file, put in place together (atomic_files)."""
     fix = lambda text: post_process(text, args.tokenize, args.lower)  # noqa: E731
     if args.ref_type == "e2e":
-        with atomic_write(args.output_ref_file) as refs, atomic_write(args.output_pred_file) as preds:
+        with atomic_files([args.output_ref_file, args.output_pred_file]) as (refs, preds):
             for key, references in groups.items():
                 for ref in references:
                     refs.write(fix(ref) + "\n")
@@ -140,16 +141,12 @@ def write_outputs(args: argparse.Namespace, groups: dict, samples: dict) -> None
                 preds.write(fix(samples[key]) + "\n")
         return
     folder = Path(args.output_ref_file)
-    folder.mkdir(parents=True, exist_ok=True)
-    columns = [[] for _ in range(args.ref_num)]
-    for references in groups.values():
-        for fid, column in enumerate(columns):
-            column.append(fix(references[fid] if len(references) > fid else references[0]) + "\n")
-    for fid, column in enumerate(columns):
-        with atomic_write(folder / f"reference{fid}") as handle:
-            handle.writelines(column)
-    with atomic_write(args.output_pred_file) as preds:
-        preds.writelines(fix(samples[key]) + "\n" for key in groups)
+    with atomic_files([*(folder / f"reference{fid}" for fid in range(args.ref_num)), args.output_pred_file]) as files:
+        *columns, preds = files
+        for key, references in groups.items():
+            for fid, column in enumerate(columns):
+                column.write(fix(references[fid] if len(references) > fid else references[0]) + "\n")
+            preds.write(fix(samples[key]) + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,25 +21,44 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     An exception (or Ctrl-C) inside the block leaves any existing ``path`` untouched and removes the
     temp file, so no half-written output is ever left behind.
     """
-    path = Path(path)
-    check_outputs({"output": path})
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise UserError(f"cannot write {path}: {err.strerror}") from None
+    with atomic_files([path], mode, encoding) as (handle,):
+        yield handle
+
+
+@contextlib.contextmanager
+def atomic_files(paths: list[str | os.PathLike], mode: str = "w", encoding: str | None = "utf-8") -> Iterator[list[IO]]:
+    """``atomic_write`` for files that belong together: every one is renamed into place only after all
+    of them are written, so a failure never leaves a new file beside an old one."""
+    paths = [Path(p) for p in paths]
+    check_outputs({f"output {p}": p for p in paths})
     binary = "b" in mode
+    temps: list[str] = []
+    handles: list[IO] = []
     try:
-        with os.fdopen(fd, mode, encoding=None if binary else encoding,
-                       newline=None if binary else "") as handle:
-            yield handle
+        for path in paths:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            except OSError as err:
+                raise UserError(f"cannot write {path}: {err.strerror}") from None
+            temps.append(tmp)
+            handles.append(os.fdopen(fd, mode, encoding=None if binary else encoding,
+                                     newline=None if binary else ""))
+        yield handles
+        for handle in handles:
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
+            handle.close()
+        for tmp, path in zip(temps, paths):
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+            os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        for handle in handles:
+            with contextlib.suppress(OSError):
+                handle.close()
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
 
 

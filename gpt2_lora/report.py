@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 
 from .errors import UserError, cli
-from .fileio import atomic_write, check_outputs, read_text
+from .fileio import atomic_files, check_outputs, read_text
 
 TASKS = ("e2e", "webnlg", "dart")
 SPLITS = ("unseen", "seen", "all")  # WebNLG categories, in the paper's U/S/A order
@@ -227,11 +227,10 @@ def _fmt_meta(key: str, value) -> str:
 def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     md_path, json_path = out_dir / "report.md", out_dir / "report.json"
-    with atomic_write(md_path) as handle:
-        handle.write(render_markdown(report))
-    with atomic_write(json_path) as handle:
-        json.dump(report, handle, indent=1, ensure_ascii=False)
-        handle.write("\n")
+    with atomic_files([md_path, json_path]) as (md, js):  # both or neither
+        md.write(render_markdown(report))
+        json.dump(report, js, indent=1, ensure_ascii=False)
+        js.write("\n")
     return md_path, json_path
 
 

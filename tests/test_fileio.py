@@ -10,7 +10,7 @@ import pytest
 
 from gpt2_lora import beam, decode
 from gpt2_lora.errors import UserError
-from gpt2_lora.fileio import atomic_write, check_outputs
+from gpt2_lora.fileio import atomic_files, atomic_write, check_outputs
 from conftest import ROOT
 
 
@@ -115,3 +115,19 @@ def test_decode_refuses_booleans_among_predicted_ids(tmp_path, capsys, vocab_dir
     _fails(decode.main, ["--vocab", str(vocab_dir), "--sample_file", str(tmp_path / "pred.jsonl"), "--input_file",
                          str(tmp_path / "in.jsonl"), "--output_ref_file", str(tmp_path / "r"),
                          "--output_pred_file", str(tmp_path / "h")], capsys, "pred.jsonl:1: 'predict' holds")
+
+
+def test_atomic_files_put_all_or_none_in_place(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "sub" / "b.txt"
+    a.write_text("old a")
+    with pytest.raises(RuntimeError):
+        with atomic_files([a, b]) as (fa, fb):
+            fa.write("new a")
+            fb.write("new b")
+            raise RuntimeError("the second file failed")
+    assert a.read_text() == "old a" and not b.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.txt"]  # no temp files left
+    with atomic_files([a, b]) as (fa, fb):
+        fa.write("new a")
+        fb.write("new b")
+    assert (a.read_text(), b.read_text()) == ("new a", "new b")
