@@ -79,8 +79,8 @@ class BeamSettings:
             raise UserError(f"--seq_len {self.seq_len} exceeds the model's n_positions={config.n_positions}")
         if self.min_length < 0 or self.no_repeat_ngram_size < 0:
             raise UserError("--min_length and --no_repeat_ngram_size must be >= 0")
-        if not self.repetition_penalty > 0:
-            raise UserError(f"--repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not (self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty)):
+            raise UserError(f"--repetition_penalty must be a finite number > 0, got {self.repetition_penalty}")
         if not math.isfinite(self.length_penalty):
             raise UserError(f"--length_penalty must be finite, got {self.length_penalty}")
 
@@ -380,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
                             repetition_penalty=args.repetition_penalty, eos_token_id=tuple(args.eos_token_id))
     config = GPT2Config.resolve(args.model_card, lora_attn_dim=args.lora_dim, lora_attn_alpha=args.lora_alpha)
     settings.check(config)
+    if args.max_batch_inputs < 0:
+        raise UserError(f"--max_batch_inputs must be >= 0 (0: as many as fit), got {args.max_batch_inputs}")
     path = os.path.join(args.work_dir, args.output_file)
     check_outputs({"--work_dir/--output_file": path}, {"--data": args.data, "--init_checkpoint": args.init_checkpoint,
                                                        "--base_checkpoint": args.base_checkpoint})

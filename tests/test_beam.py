@@ -267,6 +267,9 @@ def test_cli_lora_only_checkpoint_over_base(model, contexts, tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--seq_len", "16", "--eval_len", "16"], "must exceed --eval_len"),
     (["--beam", "0"], "--beam must be >= 1"),
+    (["--seq_len", "32", "--eval_len", "8", "--repetition_penalty", "inf"], "--repetition_penalty must be a finite"),
+    (["--seq_len", "32", "--eval_len", "8", "--max_batch_inputs", "-1"], "--max_batch_inputs must be >= 0"),
+    (["--lora_dim", "-1"], "lora_attn_dim (--lora_dim) must be >= 0"),
 ])
 def test_cli_rejects_bad_settings(tmp_path, capsys, flags, message):
     data = tmp_path / "d.jsonl"
