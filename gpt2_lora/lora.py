@@ -12,7 +12,9 @@ Differences, all where loralib is wrong or slow:
   one). A base-only state dict is read as unmerged. A full state dict without the record (loralib's)
   is read as loralib reads it: as holding the layer's current state;
 - ``Conv1d``/``Conv3d`` work for ``kernel_size > 1`` (loralib 0.1.2 fails there on a reshape; shapes
-  are unchanged wherever loralib works);
+  are unchanged wherever loralib works). The conv layers follow loralib 0.1.2 as published on PyPI;
+  microsoft/LoRA's later master also registers ``weight``/``bias`` on the wrapper, so its conv state
+  dicts have two more keys;
 - an extra keyword ``init='gaussian'`` (A and B ~ N(0, 0.02)); ``merge(model)`` / ``unmerge(model)``;
 - an unknown ``bias`` mode raises ``ValueError`` (loralib: ``NotImplementedError``); so do an
   ``enable_lora`` that does not divide ``out_features`` and a tuple ``kernel_size`` (loralib: assert);
