@@ -282,12 +282,18 @@ def _outputs(model, ids, training: bool):
 IDS = torch.tensor([[1, 2, 3], [4, 5, 6]])
 
 
+def _same_weights(first_lib, second_lib, seed: int):
+    """Two composite models (of these libraries) loaded with one random state dict, and that dict."""
+    first, second = _composite(first_lib), _composite(second_lib)
+    state = _randomise(first, seed)
+    first.load_state_dict(state)
+    second.load_state_dict(state)
+    return first, second, state
+
+
 def test_merged_state_dict_is_loralibs():
     """After eval(), the state dict holds W + ΔW, as loralib's does (the usual merged export)."""
-    theirs, ours = _composite(loralib), _composite(lora)
-    state = _randomise(theirs, 2)
-    theirs.load_state_dict(state)
-    ours.load_state_dict(state)
+    theirs, ours, state = _same_weights(loralib, lora, 2)
     theirs.eval()
     ours.eval()
     saved = ours.state_dict()
@@ -331,10 +337,7 @@ def test_loralib_full_state_dict_reads_as_loralib_reads_it(tmp_path, save_traini
 
 def test_lora_weights_loaded_into_a_merged_model_replace_its_delta():
     """Loading LoRA weights alone into a merged model merges the new ΔW (loralib would keep the stale one)."""
-    first, second = _composite(lora), _composite(lora)
-    base = _randomise(first, 1)
-    first.load_state_dict(base)
-    second.load_state_dict(base)
+    first, second, _ = _same_weights(lora, lora, 1)
     first.eval()
     assert first.c_attn.merged
     new_lora = {k: torch.randn_like(v) for k, v in lora.lora_state_dict(first).items()}
