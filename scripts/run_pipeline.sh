@@ -16,6 +16,8 @@
 #   --device DEV            cpu, cuda, cuda:N (default: CUDA when present); on the CPU training runs in
 #                           fp32 with the eager step unless PRECISION / GRAPHS / COMPILE say otherwise
 #   --beam_precision P      fp32 (default, the parity path) or bf16
+#   --overwrite             replace a run of other settings already in the work dir (without it, such a
+#                           run is never touched: the pipeline stops and says so)
 # Environment: PRECISION, GRAPHS, COMPILE, BATCHING, NPROC as for scripts/train_<task>.sh; PYTHON.
 #
 # Training uses scripts/train_<task>.sh (the paper's hyper-parameters; flags after -- override them).
@@ -49,11 +51,12 @@ case "$TASK" in
 esac
 
 CARD=gpt2.md; INIT="${GPT2_CKPT:-}"; WORK=""; DATA="$REPO/data"; LORA_DIM=4; LORA_ALPHA=32; DEVICE=""
-BEAM_PRECISION=fp32
+BEAM_PRECISION=fp32; OVERWRITE=0
 TRAIN_EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) help ;;
+    --overwrite) OVERWRITE=1; shift ;;
     --) shift; TRAIN_EXTRA=("$@"); break ;;
     --model_card|--init_checkpoint|--work_dir|--data|--lora_dim|--lora_alpha|--device|--beam_precision)
       [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value"
@@ -134,8 +137,11 @@ else
   # resume only a run of these settings that has not finished; otherwise start again
   MODE=()
   if [ -f "$WORK/resume.pt" ]; then
-    if [ ! -f "$STAMPS/train" ] && [ "$(cat "$STAMPS/train.started" 2>/dev/null)" = "$TRAIN_SIG" ]; then
+    STARTED=$(cat "$STAMPS/train.started" 2>/dev/null || true)
+    if [ ! -f "$STAMPS/train" ] && [ "$STARTED" = "$TRAIN_SIG" ]; then
       MODE=(--resume); echo "resuming the unfinished run in $WORK"
+    elif [ "$STARTED" != "$TRAIN_SIG" ] && [ "$OVERWRITE" != 1 ]; then
+      die "$WORK holds a run of other settings; give another --work_dir, or --overwrite to replace that run"
     else
       MODE=(--overwrite); echo "training again from the start in $WORK (no finished run of these settings and inputs)"
     fi

@@ -107,6 +107,16 @@ def test_pipeline_e2e_end_to_end_then_skips_then_resumes(tiny_setup):
     rerun = {name for name, text in sections(third.stdout).items() if ran_a_command(text)}
     assert rerun == {"4/6 decode to text (b10p09r4)", "5/6 score (b10p09r4)", "6/6 report (b10p09r4)"}
 
+    # other settings into the same work dir: refused, the finished run untouched; --overwrite replaces it
+    checkpoints = sorted(p.name for p in work.glob("model.*.pt"))
+    report = (work / "report.md").read_bytes()
+    changed = pipeline(*args[:-1], "6")  # --max_step 6
+    assert changed.returncode == 2 and "holds a run of other settings" in changed.stdout.splitlines()[-1]
+    assert sorted(p.name for p in work.glob("model.*.pt")) == checkpoints and (work / "report.md").read_bytes() == report
+    replaced = pipeline(*args[:args.index("--")], "--overwrite", "--", "--max_step", "6")
+    assert replaced.returncode == 0, replaced.stdout[-3000:]
+    assert (work / "model.6.pt").is_file() and not (work / "model.5.pt").exists()
+
 
 @pytest.mark.parametrize("args, message", [
     (["translate"], "TASK must be e2e, webnlg or dart"),
