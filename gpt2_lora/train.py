@@ -122,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="replay each step (forward, backward, AdamW) as a CUDA graph: one GPU, --grad_acc 1, fp32/bf16")
     b("--pad_multiple", type=int, default=None, help="round padded lengths up to this [8; 32 with --compile reduce-overhead]")
     b("--resume", action="store_true", help=f"continue from --work_dir/{RESUME_FILE}")
-    b("--overwrite", action="store_true", help="start afresh in a --work_dir that holds a run: its checkpoints, resume.pt, logs and merged/ "
-      "are deleted (once every flag and input has been checked)")
+    b("--overwrite", action="store_true", help="start afresh in a --work_dir that holds a run: its checkpoints, "
+      "resume.pt, logs and merged/ are deleted (once every flag and input has been checked)")
     b("--lora_init", choices=("default", "gaussian"), default="default", help="LoRA A/B initialisation")
     b("--device", default=None, help="cpu, cuda, cuda:N or N [cuda:LOCAL_RANK if available, else cpu]")
     b("--save_format", choices=("torch", "safetensors"), default="torch", help="checkpoint file format")
