@@ -200,7 +200,7 @@ def save_merged(config: GPT2Config, weights: dict[str, torch.Tensor], work_dir: 
     if init_checkpoint is not None:
         model.load_weight(load_checkpoint_file(init_checkpoint))
     model.load_state_dict(weights, strict=False)
-    lora.merge(model)  # (state_dict() would give the unmerged base back, so read the parameters)
+    lora.merge(model)  # W + ΔW; the parameters are read (no LoRA keys, no metadata)
     state = {k[len("transformer."):]: v.detach().contiguous() for k, v in model.named_parameters()
              if "lora_" not in k}
     out = work_dir / "merged"
