@@ -90,6 +90,20 @@ def check_outputs(outputs: dict[str, str | os.PathLike], inputs: dict[str, str |
         seen.append((flag, path))
 
 
+def file_sha256(path: str | os.PathLike) -> str | None:
+    """The file's SHA-256 (None when it does not exist: the caller reports that)."""
+    import hashlib
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def require_file(path: str | os.PathLike, what: str = "file") -> Path:
     """Return ``path`` as a Path, or raise a one-line UserError if it is not an existing file."""
     path = Path(path)

@@ -37,7 +37,7 @@ from .batching import (BATCHING_MODES, BatchPlan, Layout, Prefetcher, check_leng
                        eval_batches, packed_shape, read_encoded)
 from .checkpoint import load_into
 from .errors import UserError, cli
-from .fileio import atomic_write, check_outputs
+from .fileio import atomic_write, check_outputs, file_sha256
 from .model import CARDS, GPT2Config, GPT2LMModel
 from .optim import SCHEDULERS, AdamW, Schedule, grouped_parameters
 from .trainstate import (RESUME_FILE, Progress, RunLog, clear_run, load_resume, run_files, save_merged,
@@ -237,7 +237,8 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     if rank == 0 and not args.resume and earlier and not args.overwrite:
         raise UserError(f"--work_dir {work_dir} already holds a run ({earlier[0].name}); pass --resume to "
                         f"continue it or --overwrite to start again")
-    record_args = {**vars(args), "world_size": world_size}
+    # the data's digest too: --resume must not continue a run on a file that changed under the same name
+    record_args = {**vars(args), "world_size": world_size, "train_data_sha256": file_sha256(args.train_data)}
     say = (lambda *a: tqdm.write(" ".join(map(str, a)), file=sys.stderr)) if rank == 0 else (lambda *a: None)
 
     torch.manual_seed(args.random_seed)

@@ -87,9 +87,9 @@ def save_resume(work_dir: Path, weights: dict[str, torch.Tensor], optimizer: tor
 
 
 # Flags whose change makes a resumed run a different run.
-RESUME_MUST_MATCH = ("train_data", "model_card", "init_checkpoint", "lora_dim", "lora_alpha", "lora_init", "seq_len",
-                     "obj", "train_batch_size", "grad_acc", "random_seed", "batching", "max_tokens", "pack_len",
-                     "world_size")
+RESUME_MUST_MATCH = ("train_data", "train_data_sha256", "model_card", "init_checkpoint", "lora_dim", "lora_alpha",
+                     "lora_init", "seq_len", "obj", "train_batch_size", "grad_acc", "random_seed", "batching",
+                     "max_tokens", "pack_len", "world_size")
 _PATH_SETTINGS = ("train_data", "model_card", "init_checkpoint")
 
 
@@ -126,7 +126,8 @@ def load_resume(work_dir: Path, args: dict) -> dict:
     if missing:
         raise UserError(f"{path}: not a resume file of gpt2_lora.train (no {', '.join(missing)})")
     saved = state["args"]
-    changed = [f"--{k} {saved.get(k)!r} -> {args.get(k)!r}" for k in RESUME_MUST_MATCH
+    changed = [("the --train_data file's contents" if k == "train_data_sha256" else
+                f"--{k} {saved.get(k)!r} -> {args.get(k)!r}") for k in RESUME_MUST_MATCH
                if k in saved and _setting(k, saved.get(k)) != _setting(k, args.get(k))]
     if changed:
         raise UserError(f"--resume: {path} was written with other settings ({'; '.join(changed)})")

@@ -466,6 +466,15 @@ def test_resume_refuses_another_base_or_a_foreign_file(files, tmp_path, capsys):
     main(base_args(files, tmp_path / "w", "--lora_dim", "4", "--max_step", "4", "--save_interval", "2",
                    "--resume", "--init_checkpoint", relative))
     assert (tmp_path / "w" / "model.4.pt").is_file()
+    train_copy = tmp_path / "train_copy.jsonl"  # same name in the run's args, other contents: refused
+    lines = (files / "train.jsonl").read_text().splitlines(keepends=True)
+    train_copy.write_text("".join(lines))
+    main(base_args(files, tmp_path / "w2", *args, "--init_checkpoint", str(base), "--train_data", str(train_copy)))
+    capsys.readouterr()
+    train_copy.write_text("".join(lines[:-1]))
+    code, err = run_cli(base_args(files, tmp_path / "w2", *args, "--resume", "--init_checkpoint", str(base),
+                                  "--train_data", str(train_copy)), capsys)
+    assert code == 2 and "the --train_data file's contents" in err[-1]
     torch.save({"model_state_dict": {}}, tmp_path / "w" / "resume.pt")
     code, err = run_cli(base_args(files, tmp_path / "w", *args, "--resume", "--max_step", "6"), capsys)
     assert code == 2 and "not a resume file of gpt2_lora.train" in err[-1]
