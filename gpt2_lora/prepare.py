@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import data
 from .errors import UserError, cli
-from .fileio import atomic_write
+from .fileio import atomic_files, atomic_write, check_outputs
 
 STAMP_NAME = ".prepare_stamp.json"
 SYNTHETIC_MARKER = ".synthetic_sources"  # in a --task synthetic --out folder
@@ -96,15 +96,15 @@ def _write_layers(task: str, sources: dict[str, Path], out: Path, vocab, num_thr
     from .tokenizer import Tokenizer  # tiktoken loads in ~0.1 s; keep `--help` instant
 
     tokenizer = Tokenizer(vocab)
-    out.mkdir(parents=True, exist_ok=True)
+    outputs = [out / f"{split}{suffix}.jsonl" for split in examples for suffix in ("_formatted", "")]
+    check_outputs({f"--out ({p.name})": p for p in outputs}, {f"source {p.name}": p for p in sources.values()})
     (out / STAMP_NAME).unlink(missing_ok=True)  # an interrupted run must not look finished
-    for split, items in examples.items():
-        with atomic_write(out / f"{split}_formatted.jsonl") as handle:
-            handle.write("".join(map(data.formatted_line, items)))
-        encoded = data.encode_examples(items, tokenizer, desc=f"{task} {split}", num_threads=num_threads)
-        with atomic_write(out / f"{split}.jsonl") as handle:
-            handle.write("".join(data.encoded_line(c, x) for c, x in encoded))
-        _log(f"{task} {split}: {len(items):,} examples from {sources[split].name} -> {out}/{split}.jsonl")
+    with atomic_files(outputs) as handles:  # every split's layers in place together, or none of them
+        for (split, items), formatted, encoded_file in zip(examples.items(), handles[::2], handles[1::2]):
+            formatted.write("".join(map(data.formatted_line, items)))
+            encoded = data.encode_examples(items, tokenizer, desc=f"{task} {split}", num_threads=num_threads)
+            encoded_file.write("".join(data.encoded_line(c, x) for c, x in encoded))
+            _log(f"{task} {split}: {len(items):,} examples from {sources[split].name} -> {out}/{split}.jsonl")
     with atomic_write(out / STAMP_NAME) as handle:
         json.dump(stamp, handle, indent=1)
 

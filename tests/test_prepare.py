@@ -97,9 +97,16 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, vocab_dir, monkeypat
     monkeypatch.setattr(data, "encode_examples", explode)
     with pytest.raises(KeyboardInterrupt):
         prepare.prepare_task("e2e", src, out, vocab_dir)
-    # the formatted file written before the interruption is complete; nothing else (no temp files, no stamp)
-    assert sorted(p.name for p in out.iterdir()) == ["train_formatted.jsonl"]
-    assert (out / "train_formatted.jsonl").read_text().count("\n") == 3
+    # the layers go in place together: nothing at all (no formatted file without its encoding, no temp
+    # files, no stamp), and an earlier complete set is left as it was
+    assert list(out.iterdir()) == []
+    monkeypatch.undo()
+    prepare.prepare_task("e2e", src, out, vocab_dir)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(data, "encode_examples", explode)
+    with pytest.raises(KeyboardInterrupt):
+        prepare.prepare_task("e2e", src, out, vocab_dir, force=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {k: v for k, v in before.items() if k != prepare.STAMP_NAME}
 
 
 @pytest.mark.parametrize("argv, message", [
