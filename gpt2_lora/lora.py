@@ -145,8 +145,11 @@ def _record_merge_state_hook(module, state_dict, prefix, local_metadata):
 def _before_load_hook(module, state_dict, prefix, local_metadata, *args):
     if not _manages_merge(module):
         return
+    has_weight = prefix + module.merge_target_name in state_dict
+    if not has_weight and not any(k.startswith(prefix + "lora_") for k in state_dict):
+        return  # nothing of this layer is loaded (a partial strict=False load): leave it exactly as it is
     was_merged = module.merged
-    if prefix + module.merge_target_name not in state_dict:
+    if not has_weight:
         module.unmerge()  # LoRA weights only: take the current ΔW out now, merge the new one afterwards
         saved_merged = False
     elif MERGED_KEY in local_metadata:
@@ -155,18 +158,20 @@ def _before_load_hook(module, state_dict, prefix, local_metadata, *args):
         saved_merged = was_merged  # a full loralib state dict: read as loralib reads it
     else:
         saved_merged = False  # base weights only (a pretrained checkpoint): unmerged
-    module._merge_states_at_load = (was_merged, saved_merged)
+    assigned = has_weight and bool(local_metadata.get("assign_to_params_buffers"))
+    module._merge_states_at_load = (was_merged, saved_merged, assigned)
 
 
 def _after_load_hook(module, incompatible_keys):
     states, module._merge_states_at_load = module._merge_states_at_load, None
     if states is None:
         return
-    was_merged, saved_merged = states
+    was_merged, saved_merged, assigned = states
     module.merged = saved_merged
     if was_merged != saved_merged:
-        target = module.merge_target()
-        target.data = target.data.clone()  # load_state_dict(assign=True): never change the caller's tensor
+        if assigned:  # load_state_dict(assign=True): the weight is the caller's tensor; never change it
+            target = module.merge_target()
+            target.data = target.data.clone()
         module.merge() if was_merged else module.unmerge()
 
 
@@ -252,21 +257,24 @@ class Linear(_LinearLoRA):
         return self.lora_B
 
 
-def _enabled_slices(enable_lora: Sequence) -> list[bool]:
-    """Which slices have LoRA, read as loralib reads ``enable_lora`` (it indexes the slices with it):
-    booleans are a mask, integers are slice numbers, so loralib's ``[1, 0, 1]`` means slices 0 and 1."""
-    if all(isinstance(e, bool) or type(e).__name__ == "bool_" for e in enable_lora):  # numpy's too
-        return [bool(e) for e in enable_lora]
-    if not all(isinstance(e, int) for e in enable_lora):
-        raise ValueError(f"enable_lora must hold booleans (or loralib-style slice numbers), got {list(enable_lora)}")
-    rows = [False] * len(enable_lora)
-    for index in enable_lora:
+def _enabled_slices(enable_lora: Sequence, r: int) -> list[bool]:
+    """Which slices have LoRA, read as loralib reads ``enable_lora`` (it indexes the slices with it when
+    r > 0 and any is set): booleans are a mask, integers are slice numbers, so ``[1, 0, 1]`` means slices 0
+    and 1. numpy and torch values are taken as their Python equivalents."""
+    values = enable_lora.tolist() if hasattr(enable_lora, "tolist") else [
+        e.item() if hasattr(e, "item") else e for e in enable_lora]
+    if all(isinstance(e, bool) for e in values) or r == 0 or not any(values):
+        return [bool(e) for e in values]
+    if not all(isinstance(e, int) for e in values):
+        raise ValueError(f"enable_lora must hold booleans (or loralib-style slice numbers), got {values}")
+    rows = [False] * len(values)
+    for index in values:
         if not -len(rows) <= index < len(rows):
-            raise ValueError(f"enable_lora={list(enable_lora)}: slice {index} is out of range")
+            raise ValueError(f"enable_lora={values}: slice {index} is out of range")
         rows[index] = True
-    if sum(rows) != sum(enable_lora):  # loralib would size A and B by sum(enable_lora) and fail later
-        raise ValueError(f"enable_lora={list(enable_lora)}: as slice numbers these enable {sum(rows)} slices, "
-                         f"but loralib sizes the LoRA weights for sum(enable_lora)={sum(enable_lora)}")
+    if sum(rows) != sum(values):  # loralib would size A and B by sum(enable_lora) and fail later
+        raise ValueError(f"enable_lora={values}: as slice numbers these enable {sum(rows)} slices, "
+                         f"but loralib sizes the LoRA weights for sum(enable_lora)={sum(values)}")
     return rows
 
 
@@ -286,7 +294,7 @@ class MergedLinear(_LinearLoRA):
                            merge_weights=merge_weights, init=init)
         if len(enable_lora) == 0 or out_features % len(enable_lora) != 0:
             raise ValueError(f"len(enable_lora)={len(enable_lora)} must divide out_features={out_features}")
-        self.enable_lora = _enabled_slices(enable_lora)
+        self.enable_lora = _enabled_slices(enable_lora, r)
         self.fan_in_fan_out = fan_in_fan_out
         n_enabled = sum(self.enable_lora)
         if r > 0 and n_enabled > 0:

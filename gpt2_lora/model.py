@@ -13,6 +13,7 @@ import dataclasses
 import json
 import re
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -303,6 +304,17 @@ class LoadReport:
 _IGNORED = re.compile(r"^(lm_head\.(decoder\.)?weight|h\.\d+\.attn\.(bias|masked_bias))$")
 
 
+def _transformer_name(key: str) -> str:
+    """A checkpoint key (or metadata prefix) relative to ``transformer``: without ``module.`` (DDP /
+    upstream) and ``transformer.``."""
+    for strip in ("module.", "transformer."):
+        if key == strip[:-1]:
+            return ""
+        if key.startswith(strip):
+            key = key[len(strip):]
+    return key
+
+
 def _short_list(names: list[str], limit: int = 6) -> str:
     more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
@@ -394,11 +406,8 @@ class GPT2LMModel(nn.Module):
         ignored, unexpected = [], []
         head = None
         for key, value in state_dict.items():
-            name = key
-            if name.startswith("module."):
-                name, upstream = name[len("module."):], True
-            if name.startswith("transformer."):
-                name = name[len("transformer."):]
+            name = _transformer_name(key)
+            upstream = upstream or key.startswith("module.")
             for old, new in ((".g", ".weight"), (".b", ".bias"), (".w", ".weight")):  # TF-style names
                 if name.endswith(old) and name[: -len(old)] + new in ours:
                     name = name[: -len(old)] + new
@@ -438,11 +447,15 @@ class GPT2LMModel(nn.Module):
         if unexpected:
             warnings.warn(f"load_weight ignored {len(unexpected)} unexpected key(s): {_short_list(unexpected)}",
                           stacklevel=2)
-        # GPT-2 files (HF, upstream, ours) hold unmerged weights: load into unmerged layers, then merge back
+        # Load into unmerged layers, then merge back. The file's per-module record of merged weights
+        # (a state dict saved after eval()) is kept, under the names the transformer sees.
+        loadable = OrderedDict(found)
+        loadable._metadata = OrderedDict(
+            (_transformer_name(key), value) for key, value in getattr(state_dict, "_metadata", {}).items())
         merged = [m for m in self.modules() if isinstance(m, lora.LoRALayer) and m.merged]
         for module in merged:
             module.unmerge()
-        self.transformer.load_state_dict(found, strict=False)
+        self.transformer.load_state_dict(loadable, strict=False)
         for module in merged:
             module.merge()
         if not missing_base:

@@ -414,6 +414,28 @@ def test_enable_lora_as_slice_numbers_reads_as_loralib():
         lora.MergedLinear(8, 12, r=2, enable_lora=[0, 0, 1])
     with pytest.raises(ValueError, match="out of range"):
         lora.MergedLinear(8, 12, r=2, enable_lora=[3])
+    # numpy / torch values as their Python equivalents; nothing enabled, or r=0: a plain layer, as loralib
+    import numpy as np
+    for pattern in (np.array([True, False, True]), torch.tensor([True, False, True]), [np.True_, False, np.True_]):
+        assert lora.MergedLinear(8, 12, r=2, enable_lora=pattern).enable_lora == [True, False, True]
+    assert lora.MergedLinear(8, 12, r=2, enable_lora=np.array([1, 0, 1])).enable_lora == [True, True, False]
+    assert not lora.MergedLinear(8, 12, r=2, enable_lora=[0, 0, 0]).has_lora
+    assert not lora.MergedLinear(8, 12, r=0, enable_lora=[1, 0]).has_lora
+
+
+def test_loads_leave_untouched_layers_and_storage_alone():
+    """A partial strict=False load changes only the layers it names, and a LoRA-only load into a merged
+    layer re-merges in place (captured CUDA graphs and shared storage keep pointing at the weight)."""
+    model = _composite(lora)
+    model.load_state_dict(_randomise(model, 3))
+    model.eval()
+    before = {n: (p.data_ptr(), p.detach().clone()) for n, p in model.named_parameters()}
+    model.load_state_dict({"c_proj.lora_A": torch.randn_like(model.c_proj.lora_A)}, strict=False)
+    for name, param in model.named_parameters():
+        assert param.data_ptr() == before[name][0], name
+        if not name.startswith("c_proj."):
+            assert torch.equal(param, before[name][1]), name  # not even unmerged and re-merged
+    assert not torch.equal(model.c_proj.weight, before["c_proj.weight"][1])  # the new ΔW is merged
 
 
 # -- MergedLinear.forward must not build ΔW (upstream issue #109) -----------------------------------

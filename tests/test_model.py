@@ -244,6 +244,27 @@ def test_lora_changes_output_and_merge_keeps_it(hf_dir, ids):
     assert names["transformer.h.0.attn.c_attn.lora_B"].shape == (128, 4)
 
 
+def test_load_weight_reads_a_merged_state_dict_once(hf_dir, ids, tmp_path):
+    """A full state dict saved from a merged model (W + ΔW, and the record saying so), through torch.save,
+    upstream's {'model_state_dict'} wrapper with 'module.' names, into unmerged and merged models."""
+    model = loaded_model(hf_dir, lora_attn_dim=4, lora_attn_alpha=16, lora_init="gaussian")
+    with torch.no_grad():
+        expected = model(ids)
+    lora.merge(model)
+    state = model.state_dict()
+    torch.save(state, tmp_path / "merged.pt")
+    wrapped = type(state)(("module." + k, v) for k, v in state.items())
+    wrapped._metadata = type(state._metadata)(("module." + k if k else "module", v) for k, v in state._metadata.items())
+    for source in (torch.load(tmp_path / "merged.pt", weights_only=True), {"model_state_dict": wrapped}):
+        for merge_first in (False, True):
+            fresh = GPT2LMModel(GPT2Config.from_hf_config(hf_dir[0], lora_attn_dim=4, lora_attn_alpha=16))
+            if merge_first:
+                lora.merge(fresh)
+            fresh.load_weight(source)
+            with torch.no_grad():
+                torch.testing.assert_close(fresh(ids), expected, atol=1e-5, rtol=0)
+
+
 # -- parity with upstream microsoft/LoRA src/model.py ---------------------------------------------
 
 @pytest.fixture(scope="module")
