@@ -40,8 +40,8 @@ from .errors import UserError, cli
 from .fileio import atomic_write, check_outputs, file_sha256
 from .model import CARDS, GPT2Config, GPT2LMModel
 from .optim import SCHEDULERS, AdamW, Schedule, grouped_parameters
-from .trainstate import (RESUME_FILE, Progress, RunLog, clear_run, load_resume, run_files, save_merged,
-                         save_resume, save_weights, set_rng_state, trainable_state, weights_path)
+from .trainstate import (RESUME_FILE, Progress, RunLog, clear_run, holds_a_run, load_resume, run_files,
+                         save_merged, save_resume, save_weights, set_rng_state, trainable_state, weights_path)
 from .cudagraph import GraphedStepper, unsupported_reason
 from .devices import resolve_device
 from .trainstep import (PACKED_ATTENTION, PRECISIONS, RESIDUALS, LossModel, Stepper, check_fast_paths,
@@ -187,6 +187,19 @@ def check_args(args) -> None:
         raise UserError(f"--scheduler cycle trains for --i_steps' last step, got {args.i_steps[-1]}; give --i_steps")
 
 
+def _refuse_inputs_inside(doomed: list[Path], args) -> None:
+    """--overwrite deletes the earlier run's files: none of this run's inputs may be among them."""
+    doomed = [p.resolve() for p in doomed]
+    for flag in ("train_data", "valid_data", "init_checkpoint", "model_card"):
+        value = getattr(args, flag)
+        if value is None or not Path(value).exists():
+            continue
+        path = Path(value).resolve()
+        if any(path == d or d in path.parents for d in doomed):
+            raise UserError(f"--{flag} {value} belongs to the run that --overwrite would delete; copy it "
+                            f"out of --work_dir first")
+
+
 def setup_distributed(args) -> tuple[int, int, torch.device]:
     """(rank, world_size, device): one process, or one of torchrun's (LOCAL_RANK/WORLD_SIZE env)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -233,10 +246,12 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     if work_dir.exists() and not work_dir.is_dir():
         raise UserError(f"--work_dir {work_dir}: is a file, not a folder")
     check_outputs({"--work_dir": work_dir / "args.json"})  # not below a file
-    earlier = run_files(work_dir)
+    earlier = holds_a_run(work_dir)
     if rank == 0 and not args.resume and earlier and not args.overwrite:
-        raise UserError(f"--work_dir {work_dir} already holds a run ({earlier[0].name}); pass --resume to "
+        raise UserError(f"--work_dir {work_dir} already holds a run ({earlier.name}); pass --resume to "
                         f"continue it or --overwrite to start again")
+    if args.overwrite and not args.resume:
+        _refuse_inputs_inside(run_files(work_dir), args)
     # the data's digest too: --resume must not continue a run on a file that changed under the same name
     record_args = {**vars(args), "world_size": world_size, "train_data_sha256": file_sha256(args.train_data)}
     say = (lambda *a: tqdm.write(" ".join(map(str, a)), file=sys.stderr)) if rank == 0 else (lambda *a: None)
@@ -413,6 +428,10 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
                     bar.update(1)
                     if progress.step % args.log_interval == 0:
                         loss = stepper.read_loss() / max(last["micro"], 1)
+                        if world_size > 1:  # every rank sees a non-finite loss on any rank, and all stop
+                            flag = torch.tensor([0.0 if math.isfinite(loss) else 1.0], device=device)
+                            torch.distributed.all_reduce(flag)
+                            loss = loss if flag.item() == 0 else float("nan")
                         if not math.isfinite(loss):  # stop rather than train on for hours
                             raise UserError(f"the training loss is {loss} at step {progress.step} (--lr too high, "
                                             f"or fp16 overflow?); stopped, earlier checkpoints are kept")
@@ -455,7 +474,7 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
             checkpoint()
     except KeyboardInterrupt:
         say("interrupted: the last checkpoint is kept; continue with --resume" if (work_dir / RESUME_FILE).exists()
-            else "interrupted before the first checkpoint: nothing to resume; start again")
+            else "interrupted before the first checkpoint: nothing to resume; the same command starts again")
         raise
     finally:
         bar.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -100,13 +101,22 @@ def _setting(key: str, value):
     return value
 
 
+_CHECKPOINT_NAME = re.compile(r"^model\.(\d+|best)\.(pt|safetensors)$")
+
+
 def run_files(work_dir: Path) -> list[Path]:
-    """What an earlier run left in ``work_dir`` (the files this module writes)."""
+    """What an earlier run left in ``work_dir``: the files this module writes, and nothing else."""
     if not work_dir.is_dir():
         return []
     named = [work_dir / n for n in (RESUME_FILE, "log.jsonl", "loss.png", "args.json", "merged")]
-    return [p for p in named if p.exists()] + sorted(work_dir.glob("model.*.pt")) + sorted(
-        work_dir.glob("model.*.safetensors"))
+    checkpoints = sorted(p for p in work_dir.iterdir() if _CHECKPOINT_NAME.match(p.name))
+    return [p for p in named if p.exists() or p.is_symlink()] + checkpoints
+
+
+def holds_a_run(work_dir: Path) -> Path | None:
+    """The first checkpoint (or resume file) of an earlier run; a run stopped before its first checkpoint
+    (only args.json / log.jsonl) does not count, so the same command can simply start it again."""
+    return next((p for p in run_files(work_dir) if p.name == RESUME_FILE or _CHECKPOINT_NAME.match(p.name)), None)
 
 
 def clear_run(work_dir: Path) -> None:
@@ -114,7 +124,10 @@ def clear_run(work_dir: Path) -> None:
     import shutil
 
     for path in run_files(work_dir):
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def load_resume(work_dir: Path, args: dict) -> dict:

@@ -446,8 +446,36 @@ def test_earlier_checkpoints_are_never_silently_replaced(files, tmp_path, capsys
     code, err = run_cli(base_args(files, work, "--lora_dim", "4", "--max_step", "2"), capsys)
     assert code == 2 and "already holds a run (model.3.pt)" in err[0]
     assert (work / "model.3.pt").read_bytes() == b"an earlier run"
+    (work / "model.final.pt").write_bytes(b"the user's own file")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("x")
+    (work / "merged").symlink_to(elsewhere, target_is_directory=True)
     main(base_args(files, work, "--lora_dim", "4", "--max_step", "2", "--overwrite", "--save_interval", "100"))
     assert not (work / "model.3.pt").exists() and (work / "model.2.pt").is_file()  # no stale file left beside
+    assert (work / "model.final.pt").read_bytes() == b"the user's own file"  # not a name training writes
+    assert (elsewhere / "keep.txt").read_text() == "x"  # the link was removed, not what it points to
+
+
+def test_a_run_stopped_before_its_first_checkpoint_restarts_with_the_same_command(files, tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "args.json").write_text("{}")
+    (work / "log.jsonl").write_text("")
+    main(base_args(files, work, "--lora_dim", "4", "--max_step", "2", "--save_interval", "100"))
+    assert (work / "model.2.pt").is_file()
+
+
+def test_overwrite_refuses_to_delete_its_own_inputs(files, tmp_path, capsys):
+    work = tmp_path / "w"
+    main(base_args(files, work, "--lora_dim", "0", "--max_step", "2", "--save_interval", "100", "--save_merged"))
+    capsys.readouterr()
+    merged = work / "merged"
+    weights = next(p for p in merged.iterdir() if p.name != "config.json")
+    code, err = run_cli(base_args(files, work, "--lora_dim", "4", "--max_step", "2", "--overwrite",
+                                  "--init_checkpoint", str(weights)), capsys)
+    assert code == 2 and len(err) == 1 and "--init_checkpoint" in err[0] and "--overwrite would delete" in err[0]
+    assert weights.is_file() and (work / "model.2.pt").is_file()
 
 
 def test_resume_refuses_another_base_or_a_foreign_file(files, tmp_path, capsys):
