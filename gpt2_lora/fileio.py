@@ -30,7 +30,7 @@ def atomic_files(paths: list[str | os.PathLike], mode: str = "w", encoding: str 
     """``atomic_write`` for files that belong together: every one is renamed into place only after all
     of them are written, so a failure never leaves a new file beside an old one."""
     paths = [Path(p) for p in paths]
-    check_outputs({f"output {p}": p for p in paths})
+    check_outputs({f"output {i + 1} ({p})": p for i, p in enumerate(paths)})
     binary = "b" in mode
     temps: list[str] = []
     handles: list[IO] = []
@@ -49,9 +49,7 @@ def atomic_files(paths: list[str | os.PathLike], mode: str = "w", encoding: str 
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
-        for tmp, path in zip(temps, paths):
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-            os.replace(tmp, path)
+        _replace_all(temps, paths)
     except BaseException:
         for handle in handles:
             with contextlib.suppress(OSError):
@@ -60,6 +58,35 @@ def atomic_files(paths: list[str | os.PathLike], mode: str = "w", encoding: str 
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         raise
+
+
+def _replace_all(temps: list[str], paths: list[Path]) -> None:
+    """Rename each temp file over its path. The old files are kept as hard links until all renames have
+    succeeded, and put back if one fails (where the file system has no hard links, they are not kept)."""
+    backups: list[tuple[str, Path]] = []
+    done: list[Path] = []
+    try:
+        for tmp, path in zip(temps, paths):
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+            if path.is_file() and len(paths) > 1:
+                backup = f"{tmp}.old"
+                with contextlib.suppress(OSError):
+                    os.link(path, backup)
+                    backups.append((backup, path))
+            os.replace(tmp, path)
+            done.append(path)
+    except OSError as err:
+        restorable = {path: backup for backup, path in backups}
+        for path in done:
+            if path in restorable:
+                os.replace(restorable.pop(path), path)
+        for backup in restorable.values():
+            with contextlib.suppress(OSError):
+                os.unlink(backup)
+        raise UserError(f"cannot write {paths[len(done)]}: {err.strerror} (the other outputs are unchanged)") from None
+    for backup, _ in backups:
+        with contextlib.suppress(OSError):
+            os.unlink(backup)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -71,6 +98,13 @@ def _same_file(a: Path, b: Path) -> bool:
 def check_outputs(outputs: dict[str, str | os.PathLike], inputs: dict[str, str | os.PathLike] | None = None) -> None:
     """Refuse, before any work, output paths that would fail or destroy data: an existing directory, a
     path below a file, the same file as an input, or two outputs that are one file. Keys name the flags."""
+    try:
+        _check_outputs(outputs, inputs)
+    except OSError as err:  # e.g. a folder on the way that cannot be searched
+        raise UserError(f"cannot check the output paths: {err.strerror}: {err.filename}") from None
+
+
+def _check_outputs(outputs, inputs) -> None:
     seen: list[tuple[str, Path]] = []
     for flag, value in outputs.items():
         path = Path(value)

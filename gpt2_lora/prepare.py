@@ -81,6 +81,13 @@ def prepare_task(task: str, src: str | os.PathLike, out: str | os.PathLike | Non
     return True
 
 
+def _saved_task(out: Path) -> str | None:
+    try:
+        return json.loads((out / STAMP_NAME).read_text(encoding="utf-8")).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _check_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
@@ -122,7 +129,8 @@ def prepare_synthetic(out: str | os.PathLike, sizes: dict[str, int] | None = Non
         return False
     _check_out_dir(out)  # before the sources are written into it
     marker = out / SYNTHETIC_MARKER
-    foreign = [p.name for p in sources.values() if p.exists()] if not marker.is_file() else []
+    ours = marker.is_file() or _saved_task(out) == "synthetic"  # (folders of older versions: the stamp)
+    foreign = [] if ours else [p.name for p in sources.values() if p.exists()]
     if foreign:
         raise UserError(f"--out {out} holds {', '.join(foreign)} not written by --task synthetic; refusing to "
                         "overwrite them (give another --out)")

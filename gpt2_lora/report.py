@@ -83,8 +83,9 @@ def load_scores(path: str | Path, task_numbers: dict) -> dict:
                                   or not math.isfinite(value)):
             raise UserError(f"{path}: '{key}' must be a number or null, got {value!r}")
         scores[key] = None if value is None else float(value)
-    approximate = lowered.get("approximate") or []
-    scores["approximate"] = [str(k) for k in approximate] if isinstance(approximate, list) else []
+    approximate = lowered.get("approximate")
+    # None: a scores file from before the scorers wrote this list (see _approximation_notes)
+    scores["approximate"] = [str(k) for k in approximate] if isinstance(approximate, list) else None
     return scores
 
 
@@ -144,9 +145,9 @@ def build_report(task: str, scores: dict, model_card: str, paper: dict | None = 
                 "paper": reference["value"], "paper_pm": reference["pm"],
                 "difference": None if ours is None else round(ours - reference["value"], 10),
                 "decimals": spec["decimals"], "higher_is_better": spec["higher_is_better"],
-                "approximate": key.lower() in {k.lower() for k in split_scores.get("approximate", [])},
+                "approximate": key.lower() in {k.lower() for k in split_scores.get("approximate") or []},
             })
-    notes += _approximation_notes(task, lines)
+    notes += _approximation_notes(task, lines, scores)
     return {
         "task": task, "task_name": numbers["name"], "model_card": model_card,
         "paper": {"citation": f"{paper['paper']['title']} (arXiv {paper['paper']['arxiv']})",
@@ -157,14 +158,21 @@ def build_report(task: str, scores: dict, model_card: str, paper: dict | None = 
     }
 
 
-def _approximation_notes(task: str, lines: list[dict]) -> list[str]:
+def _approximation_notes(task: str, lines: list[dict], scores: dict) -> list[str]:
     """Notes on what was not computed, and on what the scores file's own "approximate" list flags (the
-    scorers know which metrics fell back to an approximation; the report does not guess)."""
+    scorers know which metrics fell back to an approximation). Only an E2E file from before that list
+    existed is read the old way: a missing METEOR meant no Java."""
     notes = []
     missing = sorted({f"{l['metric']}{_split_label(l['split'])}" for l in lines if l["ours"] is None})
     if missing:
         notes.append(f"Not computed: {', '.join(missing)} (the scorer reported it as unavailable; for "
                      "METEOR that usually means Java is missing).")
+    for split_scores in scores.values():
+        if task == "e2e" and split_scores.get("approximate", []) is None and split_scores["METEOR"] is None:
+            # an older scores file without the list: its scorer left METEOR out only without Java, which
+            # also made ROUGE-L and CIDEr use the Python tokenizer
+            for line in lines:
+                line["approximate"] = line["approximate"] or line["metric"] in ("ROUGE-L", "CIDEr")
     flagged = sorted({l["metric"] for l in lines if l["approximate"]}, key=[l["metric"] for l in lines].index)
     if flagged and task == "e2e":
         notes.append(f"Approximate: {', '.join(flagged)} were computed without Java, so the text was tokenised "

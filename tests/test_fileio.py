@@ -131,3 +131,32 @@ def test_atomic_files_put_all_or_none_in_place(tmp_path):
         fa.write("new a")
         fb.write("new b")
     assert (a.read_text(), b.read_text()) == ("new a", "new b")
+
+
+def test_atomic_files_put_the_old_files_back_when_a_rename_fails(tmp_path, monkeypatch):
+    import os
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("old a")
+    b.write_text("old b")
+    real_replace, calls = os.replace, []
+
+    def failing_second_rename(src, dst):
+        calls.append(dst)
+        if len(calls) == 2 and str(dst) == str(b):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_second_rename)
+    with pytest.raises(UserError, match="cannot write .*b.txt: No space left on device"):
+        with atomic_files([a, b]) as (fa, fb):
+            fa.write("new a")
+            fb.write("new b")
+    assert (a.read_text(), b.read_text()) == ("old a", "old b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]  # no temp or backup files
+
+
+def test_the_same_file_twice_in_one_set_is_refused(tmp_path):
+    with pytest.raises(UserError, match="same file"):
+        with atomic_files([tmp_path / "a.txt", tmp_path / "a.txt"]):
+            pass

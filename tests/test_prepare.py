@@ -150,6 +150,14 @@ def test_synthetic_never_overwrites_real_sources(tmp_path, vocab_dir):
     assert sorted(p.name for p in real.iterdir()) == ["test.txt"]
 
 
+def test_synthetic_folder_of_an_older_version_is_recognised_by_its_stamp(tmp_path, vocab_dir):
+    out = tmp_path / "syn"
+    args = ["--task", "synthetic", "--out", str(out), "--vocab", str(vocab_dir), "--synthetic_sizes", "20,4,4"]
+    prepare.run(prepare.parse_args(args))
+    (out / prepare.SYNTHETIC_MARKER).unlink()  # as written before the marker existed
+    assert prepare.run(prepare.parse_args(args + ["--random_seed", "2"])) is True
+
+
 def test_synthetic_sizes_are_capped():
     with pytest.raises(UserError, match="at most 100,000"):
         data.synthetic_source({"train": 100_000_000, "valid": 2, "test": 2})

@@ -82,6 +82,14 @@ def test_e2e_without_java_marks_meteor_and_approximations(tmp_path):
     assert any("METEOR" in note and "Java" in note for note in report["notes"])
 
 
+def test_e2e_scores_file_from_before_the_approximate_list_is_read_the_old_way(tmp_path):
+    scores = rep.load_scores(_json(tmp_path / "s.json", {**E2E_SCORES, "METEOR": None}), _e2e_numbers())
+    report = rep.build_report("e2e", {None: scores}, "gpt2.md")
+    assert [l["metric"] for l in report["rows"] if l["approximate"]] == ["ROUGE-L", "CIDEr"]
+    complete = rep.load_scores(_json(tmp_path / "c.json", E2E_SCORES), _e2e_numbers())
+    assert not any(l["approximate"] for l in rep.build_report("e2e", {None: complete}, "gpt2.md")["rows"])
+
+
 def test_e2e_meteor_missing_but_nothing_flagged_is_not_called_approximate(tmp_path):
     # Java present but METEOR failed: ROUGE-L and CIDEr used the official tokenizer
     scores = rep.load_scores(_json(tmp_path / "s.json", {**E2E_SCORES, "METEOR": None, "approximate": []}),
