@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -126,8 +127,6 @@ def _check_outputs(outputs, inputs) -> None:
 
 def file_sha256(path: str | os.PathLike) -> str | None:
     """The file's SHA-256 (None when it does not exist: the caller reports that)."""
-    import hashlib
-
     path = Path(path)
     if not path.is_file():
         return None

@@ -7,13 +7,13 @@ else is ported to Python. We pin their sha256 so that a different build can neve
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import os
 import shutil
 from pathlib import Path
 
 from ..errors import UserError
+from ..fileio import file_sha256
 
 # name -> (path inside the pycocoevalcap package, sha256 of the file in the pycocoevalcap==1.2 wheel)
 JARS = {
@@ -69,11 +69,7 @@ def _package_dirs() -> list[Path]:
 
 @functools.lru_cache(maxsize=None)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)  # cached per (size, mtime): a changed file is hashed again
 
 
 def jar_path(name: str, verify: bool = True) -> Path:
