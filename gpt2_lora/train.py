@@ -213,17 +213,21 @@ def setup_distributed(args) -> tuple[int, int, torch.device]:
     return torch.distributed.get_rank(), world_size, device
 
 
-def build_model(args, device: torch.device) -> tuple[GPT2LMModel, GPT2Config]:
+def model_config(args) -> GPT2Config:
     config = GPT2Config.resolve(args.model_card, lora_attn_dim=args.lora_dim, lora_attn_alpha=args.lora_alpha,
                                 lora_dropout=args.lora_dropout, lora_init=args.lora_init)
     if args.seq_len > config.n_positions:
         raise UserError(f"--seq_len {args.seq_len} exceeds the model's n_positions={config.n_positions}")
+    return config
+
+
+def build_model(args, config: GPT2Config, device: torch.device) -> GPT2LMModel:
     model = GPT2LMModel(config)  # on the CPU first, so the initialisation follows the seed as upstream
     if args.init_checkpoint is not None:
         load_into(model, args.init_checkpoint)  # errors name the file
     if args.lora_dim > 0:
         lora.mark_only_lora_as_trainable(model)
-    return model.to(device), config
+    return model.to(device)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -243,9 +247,7 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     check_precision(device, args.precision)
     check_fast_paths(device, args.precision, args.residual, args.packed_attention, args.batching)
     work_dir = Path(args.work_dir)
-    if work_dir.exists() and not work_dir.is_dir():
-        raise UserError(f"--work_dir {work_dir}: is a file, not a folder")
-    check_outputs({"--work_dir": work_dir / "args.json"})  # not below a file
+    check_outputs({"--work_dir": work_dir / "args.json"})  # the folder is not a file, nor below one
     earlier = holds_a_run(work_dir)
     if rank == 0 and not args.resume and earlier and not args.overwrite:
         raise UserError(f"--work_dir {work_dir} already holds a run ({earlier.name}); pass --resume to "
@@ -260,9 +262,10 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
     random.seed(args.random_seed)
 
     # data
-    vocab_size = GPT2Config.resolve(args.model_card).vocab_size
-    train_layout = Layout(read_encoded(args.train_data, "--train_data", vocab_size), args.seq_len, args.obj == "jlm")
-    valid_layout = Layout(read_encoded(args.valid_data, "--valid_data", vocab_size), args.seq_len)
+    config = model_config(args)
+    train_layout = Layout(read_encoded(args.train_data, "--train_data", config.vocab_size), args.seq_len,
+                          args.obj == "jlm")
+    valid_layout = Layout(read_encoded(args.valid_data, "--valid_data", config.vocab_size), args.seq_len)
     check_lengths(train_layout, args.train_data)
     check_lengths(valid_layout, args.valid_data)
     packed = args.batching == "packed"
@@ -281,7 +284,7 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
         make_batch = lambda idx: collate(train_layout, idx, pad_to, args.pad_multiple, select_multiple)  # noqa: E731
 
     # model, optimizer, schedule
-    model, config = build_model(args, device)
+    model = build_model(args, config, device)
     n_frozen_low = store_frozen_weights(model, args.precision)
     optimizer = AdamW(grouped_parameters(model, args.no_decay_bias), lr=args.lr,
                       betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epislon,
