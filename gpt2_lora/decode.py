@@ -130,22 +130,18 @@ def _outputs(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def write_outputs(args: argparse.Namespace, groups: dict, samples: dict) -> None:
-    """The reference file(s) and the hypothesis file, put in place together (atomic_files)."""
+    """The reference file(s) and the hypothesis file (``_outputs``), put in place together."""
     fix = lambda text: post_process(text, args.tokenize, args.lower)  # noqa: E731
-    if args.ref_type == "e2e":
-        with atomic_files([args.output_ref_file, args.output_pred_file]) as (refs, preds):
-            for key, references in groups.items():
-                for ref in references:
-                    refs.write(fix(ref) + "\n")
-                refs.write("\n")
-                preds.write(fix(samples[key]) + "\n")
-        return
-    folder = Path(args.output_ref_file)
-    with atomic_files([*(folder / f"reference{fid}" for fid in range(args.ref_num)), args.output_pred_file]) as files:
-        *columns, preds = files
+    outputs = _outputs(args)
+    pred_path = outputs.pop("--output_pred_file")
+    with atomic_files([*outputs.values(), pred_path]) as files:
+        *refs, preds = files
         for key, references in groups.items():
-            for fid, column in enumerate(columns):
-                column.write(fix(references[fid] if len(references) > fid else references[0]) + "\n")
+            if args.ref_type == "e2e":  # one file: each group's references, then a blank line
+                refs[0].writelines([*(fix(ref) + "\n" for ref in references), "\n"])
+            else:  # a file per reference number, padded with the group's first reference
+                for fid, column in enumerate(refs):
+                    column.write(fix(references[fid] if len(references) > fid else references[0]) + "\n")
             preds.write(fix(samples[key]) + "\n")
 
 

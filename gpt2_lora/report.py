@@ -232,9 +232,12 @@ def _fmt_meta(key: str, value) -> str:
     return str(value)
 
 
+def report_paths(out_dir: str | Path) -> tuple[Path, Path]:
+    return Path(out_dir) / "report.md", Path(out_dir) / "report.json"
+
+
 def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
-    out_dir = Path(out_dir)
-    md_path, json_path = out_dir / "report.md", out_dir / "report.json"
+    md_path, json_path = report_paths(out_dir)
     with atomic_files([md_path, json_path]) as (md, js):  # both or neither
         md.write(render_markdown(report))
         json.dump(report, js, indent=1, ensure_ascii=False)
@@ -291,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.task not in paper["tasks"]:
         raise UserError(f"{args.paper_numbers or PAPER_NUMBERS}: no numbers for --task {args.task}")
     numbers = paper["tasks"][args.task]
-    check_outputs({"--out_dir (report.md)": Path(args.out_dir) / "report.md",
-                   "--out_dir (report.json)": Path(args.out_dir) / "report.json"},
+    check_outputs({f"--out_dir ({p.name})": p for p in report_paths(args.out_dir)},
                   {**{f"scores file {path}": path for path in files.values()}, "--meta": args.meta})
     scores = {split: load_scores(path, numbers) for split, path in files.items()}
     meta = {}
