@@ -6,19 +6,25 @@ Training-state (optimizer, schedule, resume) files belong to ``gpt2_lora.train``
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 
 from . import lora
 from .errors import UserError
-from .fileio import atomic_write
+from .fileio import atomic_write, file_sha256
 
 # What HF save_pretrained writes, in the order we prefer them.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+UPSTREAM_PREFIX = "module."  # upstream saves from a DDP-wrapped model
+# Where a trained checkpoint describes itself: a top-level key of a torch file (upstream readers look
+# only at 'model_state_dict'), or the header metadata of a safetensors file (a JSON string).
+METADATA_KEY = "gpt2_lora_adapter"
+METADATA_FORMAT = 1
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -67,7 +73,9 @@ def load_checkpoint_file(path: str | os.PathLike, trusted: bool = False) -> dict
         raise UserError(f"{path}: not a readable torch checkpoint ({_one_line(err)})") from None
     if not isinstance(state, Mapping):
         raise UserError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
-    return dict(state)
+    state = dict(state)
+    state.pop(METADATA_KEY, None)  # a description, not weights (read_metadata reads it)
+    return state
 
 
 def _one_line(err: BaseException) -> str:
@@ -78,9 +86,10 @@ def _one_line(err: BaseException) -> str:
     return text[0][:200] if text else type(err).__name__
 
 
-def save_state_dict(state: Mapping, path: str | os.PathLike) -> Path:
+def save_state_dict(state: Mapping, path: str | os.PathLike, header: Mapping[str, str] | None = None) -> Path:
     """Write ``state`` atomically: safetensors when the name ends in .safetensors (a flat dict of
-    tensors), else ``torch.save`` (any dict, e.g. upstream's ``{'model_state_dict': ...}``)."""
+    tensors, ``header`` its string metadata), else ``torch.save`` (any dict, e.g. upstream's
+    ``{'model_state_dict': ...}``)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import save
@@ -94,7 +103,7 @@ def save_state_dict(state: Mapping, path: str | os.PathLike) -> Path:
                 value = value.clone()
             seen.add(value.untyped_storage().data_ptr())
             flat[key] = value
-        data = save(flat)
+        data = save(flat, metadata=None if header is None else dict(header))
     else:
         data = None  # torch.save streams into the file: no second copy in memory
     with atomic_write(path, "wb") as handle:
@@ -103,6 +112,61 @@ def save_state_dict(state: Mapping, path: str | os.PathLike) -> Path:
         else:
             handle.write(data)
     return path
+
+
+def save_weights(weights: Mapping[str, torch.Tensor], path: str | os.PathLike,
+                 metadata: Mapping[str, Any] | None = None) -> Path:
+    """Trained weights (LoRA-only, or all): upstream's torch layout (``{'model_state_dict': {'module.…'}}``)
+    or flat safetensors; ``metadata`` (see ``describe_weights``) is stored in the same file."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        extra = None if metadata is None else {METADATA_KEY: json.dumps(dict(metadata), sort_keys=True)}
+        return save_state_dict(weights, path, header=extra)
+    state: dict[str, Any] = {"model_state_dict": {UPSTREAM_PREFIX + n: t for n, t in weights.items()}}
+    if metadata is not None:
+        state[METADATA_KEY] = json.loads(json.dumps(dict(metadata)))  # plain types only (weights_only loads)
+    return save_state_dict(state, path)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The description ``save_weights`` stored in a checkpoint, or None (files of other tools, older files)."""
+    path = resolve_checkpoint(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                text = (handle.metadata() or {}).get(METADATA_KEY)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise UserError(f"{path}: not a readable safetensors file ({_one_line(err)})") from None
+        if text is None:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise UserError(f"{path}: its {METADATA_KEY} metadata is not JSON") from None
+    else:
+        try:
+            value = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(METADATA_KEY)
+        except Exception as err:  # the same errors as load_checkpoint_file, which names them
+            raise UserError(f"{path}: not a readable torch checkpoint ({_one_line(err)})") from None
+    if value is not None and not isinstance(value, dict):
+        raise UserError(f"{path}: its {METADATA_KEY} entry is a {type(value).__name__}, not a dict")
+    return value
+
+
+def describe_weights(config, *, lora_dropout: float, model_card: str | None,
+                     base_checkpoint: str | os.PathLike | None) -> dict[str, Any]:
+    """What a trained checkpoint needs to be used alone: the model config (sizes and LoRA settings), the
+    card it was given as, and the base checkpoint's file name and SHA-256 (None when trained from random
+    weights)."""
+    base = None
+    if base_checkpoint is not None:
+        weights_file = resolve_checkpoint(base_checkpoint)
+        base = {"name": Path(base_checkpoint).name, "sha256": file_sha256(weights_file)}
+    return {"format": METADATA_FORMAT, "model_config": config.to_hf_config(),
+            "lora_dim": config.lora_attn_dim, "lora_alpha": config.lora_attn_alpha, "lora_dropout": lora_dropout,
+            "model_card": None if model_card is None else str(model_card), "base_checkpoint": base}
 
 
 def lora_only_state_dict(model: torch.nn.Module, bias: str = "none") -> dict[str, torch.Tensor]:

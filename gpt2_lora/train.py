@@ -35,7 +35,7 @@ from tqdm import tqdm
 from . import lora
 from .batching import (BATCHING_MODES, BatchPlan, Layout, Prefetcher, check_lengths, collate, collate_packed,
                        eval_batches, packed_shape, read_encoded)
-from .checkpoint import load_into
+from .checkpoint import describe_weights, load_into
 from .errors import UserError, cli
 from .fileio import atomic_write, check_outputs, file_sha256
 from .model import CARDS, GPT2Config, GPT2LMModel
@@ -359,6 +359,9 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
         with atomic_write(work_dir / "args.json") as handle:
             json.dump({**record_args, "max_step_resolved": max_step}, handle, indent=2)
     log = RunLog(work_dir, progress.step if args.resume else None)
+    # every checkpoint describes itself (config, LoRA settings, base file and digest): generate/export need no flags
+    metadata = describe_weights(config, lora_dropout=args.lora_dropout, model_card=args.model_card,
+                                base_checkpoint=args.init_checkpoint) if rank == 0 else None
     valid_batches = eval_batches(valid_layout.n, args.eval_max_tokens, 8, world_size, rank)
 
     def validate() -> dict:
@@ -378,7 +381,8 @@ def train(args, rank: int, world_size: int, device: torch.device) -> int:
         if rank == 0:
             weights = trainable_state(model)
             if tag is not None or saved_at[0] != progress.step:
-                save_weights(weights, weights_path(work_dir, progress.step if tag is None else tag, args.save_format))
+                save_weights(weights, weights_path(work_dir, progress.step if tag is None else tag, args.save_format),
+                             metadata)
             log.write()
             if tag is None:
                 saved_at[0] = progress.step

@@ -24,13 +24,12 @@ from pathlib import Path
 import torch
 
 from . import lora
-from .checkpoint import load_checkpoint_file, save_state_dict
+from .checkpoint import load_checkpoint_file, save_state_dict, save_weights  # noqa: F401 (save_weights: re-exported)
 from .errors import UserError
 from .fileio import atomic_write
 from .model import GPT2Config, GPT2LMModel
 
 RESUME_FILE = "resume.pt"
-UPSTREAM_PREFIX = "module."  # upstream saves from a DDP-wrapped model
 
 
 @dataclass
@@ -54,13 +53,6 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def weights_path(work_dir: Path, tag: str | int, save_format: str) -> Path:
     return work_dir / f"model.{tag}.{'safetensors' if save_format == 'safetensors' else 'pt'}"
-
-
-def save_weights(weights: dict[str, torch.Tensor], path: Path) -> Path:
-    """LoRA-only (or all trained) weights: upstream's torch layout, or flat safetensors."""
-    if path.suffix == ".safetensors":
-        return save_state_dict(weights, path)
-    return save_state_dict({"model_state_dict": {UPSTREAM_PREFIX + n: t for n, t in weights.items()}}, path)
 
 
 def rng_state(device: torch.device) -> dict:

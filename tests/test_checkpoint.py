@@ -105,3 +105,24 @@ def test_base_then_lora_only_files(tmp_path):
     ids = torch.randint(0, 300, (2, 10))
     with torch.no_grad():
         assert torch.equal(fresh(ids), trained(ids))
+
+
+@pytest.mark.parametrize("name", ["model.5.pt", "model.5.safetensors"])
+def test_trained_weights_describe_themselves(tmp_path, name):
+    from gpt2_lora.checkpoint import describe_weights, read_metadata, save_weights
+    from gpt2_lora.model import GPT2Config
+
+    config = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, n_ctx=64, lora_attn_dim=2, lora_attn_alpha=8)
+    base = tmp_path / "base.pt"
+    save_state_dict({"wte.weight": torch.ones(3)}, base)
+    meta = describe_weights(config, lora_dropout=0.1, model_card="gpt2.sm", base_checkpoint=base)
+    weights = {"transformer.h.0.attn.c_attn.lora_A": torch.randn(4, 32)}
+    save_weights(weights, tmp_path / name, meta)
+    assert read_metadata(tmp_path / name) == meta
+    assert meta["lora_dim"] == 2 and meta["lora_alpha"] == 8 and meta["base_checkpoint"]["name"] == "base.pt"
+    assert len(meta["base_checkpoint"]["sha256"]) == 64
+    loaded = load_checkpoint_file(tmp_path / name)  # the description never reaches load_weight
+    tensors = loaded.get("model_state_dict", loaded)
+    assert list(tensors) in (["module.transformer.h.0.attn.c_attn.lora_A"], ["transformer.h.0.attn.c_attn.lora_A"])
+    save_weights(weights, tmp_path / ("plain" + name[7:]))
+    assert read_metadata(tmp_path / ("plain" + name[7:])) is None
