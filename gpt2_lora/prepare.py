@@ -2,6 +2,7 @@
 
     python -m gpt2_lora.prepare --task e2e --src data/e2e --out data/e2e [--vocab data/gpt2]
     python -m gpt2_lora.prepare --task synthetic --out data/synthetic     # built-in demo data
+    python -m gpt2_lora.prepare --task custom --src rows.csv --out data/mine  # your own data (custom_data)
 
 The output equals what microsoft/LoRA's ``format_converting_*.py`` + ``gpt2_encode.py --add_bos --add_eos``
 write, byte for byte. A run whose outputs are newer than its inputs and whose stamp (task, options, source
@@ -18,14 +19,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import data
+from . import custom_data, data
+from .cli import Parser
 from .errors import UserError, cli
 from .fileio import atomic_files, atomic_write, check_outputs
 
 STAMP_NAME = ".prepare_stamp.json"
 SYNTHETIC_MARKER = ".synthetic_sources"  # in a --task synthetic --out folder
 LAYOUT_VERSION = 1  # bump when the written bytes change, so old outputs are redone
-TASKS = (*data.READERS, "synthetic")
+TASKS = (*data.READERS, "synthetic", "custom")
 
 
 @dataclass
@@ -38,6 +40,9 @@ class PrepareConfig:
     num_threads: int = 2
     synthetic_sizes: dict[str, int] = field(default_factory=lambda: dict(data.SYNTHETIC_SIZES))
     random_seed: int = 0
+    context_field: str = "context"  # --task custom
+    completion_field: str = "completion"
+    split: tuple[float, float, float] | None = None
 
 
 def output_paths(out: Path) -> list[Path]:
@@ -100,6 +105,12 @@ def _write_layers(task: str, sources: dict[str, Path], out: Path, vocab, num_thr
     # read and check every split before writing anything, so bad input leaves --out untouched
     reader = data.READERS["e2e" if task == "synthetic" else task]
     examples = {split: reader(path) for split, path in sources.items()}
+    origin = {split: path.name for split, path in sources.items()}
+    _write_examples(task, examples, sources, origin, out, vocab, num_threads, stamp)
+
+
+def _write_examples(task: str, examples: dict[str, list[data.Example]], sources: dict[str, Path],
+                    origin: dict[str, str], out: Path, vocab, num_threads: int, stamp: dict) -> None:
     from .tokenizer import Tokenizer  # tiktoken loads in ~0.1 s; keep `--help` instant
 
     tokenizer = Tokenizer(vocab)
@@ -111,7 +122,7 @@ def _write_layers(task: str, sources: dict[str, Path], out: Path, vocab, num_thr
             formatted.write("".join(map(data.formatted_line, items)))
             encoded = data.encode_examples(items, tokenizer, desc=f"{task} {split}", num_threads=num_threads)
             encoded_file.write("".join(data.encoded_line(c, x) for c, x in encoded))
-            _log(f"{task} {split}: {len(items):,} examples from {sources[split].name} -> {out}/{split}.jsonl")
+            _log(f"{task} {split}: {len(items):,} examples from {origin[split]} -> {out}/{split}.jsonl")
     with atomic_write(out / STAMP_NAME) as handle:
         json.dump(stamp, handle, indent=1)
 
@@ -144,6 +155,24 @@ def prepare_synthetic(out: str | os.PathLike, sizes: dict[str, int] | None = Non
     return True
 
 
+def prepare_custom(src: str | os.PathLike, out: str | os.PathLike, options: custom_data.CustomOptions,
+                   vocab: str | os.PathLike | None = None, force: bool = False, num_threads: int = 2) -> bool:
+    """Your own rows (``custom_data``) -> the same two layers as E2E; False if already up to date. The
+    sources are read and split first: the stamp records the split, so a changed --split or seed redoes it."""
+    out = Path(out)
+    if Path(src).is_dir() and out.is_dir() and os.path.samefile(src, out):
+        raise UserError(f"--out {out}: is the --src folder, where the train.jsonl written would be read as a "
+                        "second train file next time; give another --out")
+    dataset = custom_data.load(src, options)
+    stamp = _stamp("custom", dataset.sources, dataset.stamp_options)
+    if not force and is_up_to_date(out, stamp):
+        _log(f"custom: {out} is up to date (use --force to redo)")
+        return False
+    _check_out_dir(out)
+    _write_examples("custom", dataset.splits, dataset.sources, dataset.origin, out, vocab, num_threads, stamp)
+    return True
+
+
 def _sizes(text: str) -> dict[str, int]:
     try:
         values = [int(v) for v in text.split(",")]
@@ -155,14 +184,15 @@ def _sizes(text: str) -> dict[str, int]:
 
 
 def parse_args(argv=None) -> PrepareConfig:
-    parser = argparse.ArgumentParser(
-        prog="gpt2-lora-prepare",
+    parser = Parser(
+        prog="gpt2-lora-prepare", formatter_class=argparse.HelpFormatter,  # the helps state their defaults
         description="Source data -> {train,valid,test}_formatted.jsonl and {train,valid,test}.jsonl "
                     "(byte-identical to microsoft/LoRA format_converting_*.py + gpt2_encode.py).")
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--src", type=Path, default=None,
                         help="folder with the task's source files, or a data root holding e2e/, "
-                             "webnlg_challenge_2017/ and dart/")
+                             "webnlg_challenge_2017/ and dart/; --task custom: a .jsonl/.csv/.tsv file, or a "
+                             "folder with train.*, valid.* (or dev.*) and test.*")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: the source folder, as upstream)")
     parser.add_argument("--vocab", type=Path, default=None,
@@ -172,21 +202,40 @@ def parse_args(argv=None) -> PrepareConfig:
                         help="tokenizer threads")
     parser.add_argument("--synthetic_sizes", default=",".join(map(str, data.SYNTHETIC_SIZES.values())),
                         help="--task synthetic: contexts in TRAIN,VALID,TEST (each gets 1-3 references)")
-    parser.add_argument("--random_seed", type=int, default=0, help="--task synthetic: generator seed")
+    parser.add_argument("--random_seed", type=int, default=0,
+                        help="--task synthetic: generator seed; --task custom: split seed")
+    custom = parser.add_argument_group("--task custom")
+    custom.add_argument("--context_field", default="context",
+                        help="JSONL key / CSV or TSV column of the input (default: context)")
+    custom.add_argument("--completion_field", default="completion",
+                        help="... of the text to generate (default: completion)")
+    custom.add_argument("--split", default=None, type=custom_data.parse_split, metavar="TRAIN,VALID,TEST",
+                        help="fractions of the distinct contexts of a single --src file (not given: "
+                             f"{','.join(map(str, custom_data.DEFAULT_SPLIT))}); for a folder without valid.*, "
+                             "the train : valid ratio of the valid carved from train")
     args = parser.parse_args(argv)
     if args.task == "synthetic":
         if args.out is None and args.src is None:
             raise UserError("--task synthetic: pass --out DIR (where the data set is written)")
     elif args.src is None:
-        raise UserError(f"--task {args.task}: --src DIR is required")
+        raise UserError(f"--task {args.task}: --src {'FILE or ' if args.task == 'custom' else ''}DIR is required")
+    if args.task == "custom" and args.out is None:
+        raise UserError("--task custom: pass --out DIR (where the prepared layers are written)")
+    if args.task != "custom" and args.split is not None:
+        raise UserError(f"--split: only for --task custom (--task {args.task} has fixed splits)")
     if args.num_threads < 1:
         raise UserError(f"--num_threads {args.num_threads}: must be at least 1")
     return PrepareConfig(task=args.task, src=args.src, out=args.out, vocab=args.vocab, force=args.force,
                          num_threads=args.num_threads, synthetic_sizes=_sizes(args.synthetic_sizes),
-                         random_seed=args.random_seed)
+                         random_seed=args.random_seed, context_field=args.context_field,
+                         completion_field=args.completion_field, split=args.split)
 
 
 def run(config: PrepareConfig) -> bool:
+    if config.task == "custom":
+        options = custom_data.CustomOptions(config.context_field, config.completion_field, config.split,
+                                            config.random_seed)
+        return prepare_custom(config.src, config.out, options, config.vocab, config.force, config.num_threads)
     if config.task == "synthetic":
         return prepare_synthetic(config.out or config.src, config.synthetic_sizes, config.random_seed,
                                  config.vocab, config.force, config.num_threads)
