@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from . import lora
 from .batching import read_encoded
+from .cli import Parser, add_device_flags, add_launcher_flags, add_model_flags, default_work_dir
 from .data import EOS_ID
 from .devices import resolve_device
 from .errors import UserError, cli
@@ -279,7 +280,8 @@ def _compact(state: SearchState, cache: TreeCache, out: torch.Tensor, n_searchin
     """Drop the inputs that stopped: their outputs go to ``out`` (by input), the cache and the state
     keep the other rows, in order. No read from the device: ``n_searching`` is already known."""
     out[state.rows] = state.best_seq  # final for rows that stopped; rows that go on are written again later
-    index = torch.argsort(~state.searching, stable=True)[:n_searching]  # the searching rows, ascending
+    stopped = (~state.searching).to(torch.uint8)  # not bool: CUDA's sort has not always taken bool
+    index = torch.argsort(stopped, stable=True)[:n_searching]  # the searching rows, ascending
     cache.keep_rows(index)
     return state.select(index)
 
@@ -385,48 +387,70 @@ def generate(model: GPT2LMModel, contexts: Sequence[Sequence[int]], settings: Be
 
 
 # ------------------------------------------------------------------------------------------------- CLI
+UPSTREAM_DEFAULTS = BeamSettings()  # upstream gpt2_beam.py's flag defaults: gpt2_lora.beam's
+PAPER_SETTINGS = BeamSettings(beam=10, eval_len=64, seq_len=512, length_penalty=0.8, no_repeat_ngram_size=4,
+                              repetition_penalty=1.0, eos_token_id=(EOS_ID, 628))  # the paper's: 628 is "\n\n"
+
+
 def read_contexts(path: str, vocab_size: int | None = None) -> list[list[int]]:
     """The ``context`` ids of each line of an encoded jsonl file (upstream FT_Dataset's input)."""
     return [context for context, _ in read_encoded(path, "--data file", vocab_size)]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gpt2_lora.beam", description="GPT-2 (LoRA) beam decoding, "
-                                "same output as microsoft/LoRA src/gpt2_beam.py --batch_size 1, much faster.")
+def add_decoding_flags(parser: argparse.ArgumentParser, defaults: BeamSettings, group=None):
+    """The search flags, named as upstream gpt2_beam.py's, with the values of ``defaults``
+    (``settings_from_args`` reads them back). ``--eos_token_id`` adds to the default EOS ids."""
+    g = group if group is not None else parser.add_argument_group("decoding")
+    d = defaults
+    g.add_argument("--seq_len", type=int, default=d.seq_len, help="context keeps seq_len - eval_len tokens")
+    g.add_argument("--eval_len", type=int, default=d.eval_len, help="tokens to generate")
+    g.add_argument("--min_length", type=int, default=d.min_length, help="minimum generation length")
+    g.add_argument("--beam", type=int, default=d.beam, help="beam search size")
+    g.add_argument("--length_penalty", type=float, default=d.length_penalty,
+                   help="a hypothesis scores sum_logprob / length ** length_penalty")
+    g.add_argument("--no_repeat_ngram_size", type=int, default=d.no_repeat_ngram_size,
+                   help="n-grams of this size never repeat in the generated tokens (0: off)")
+    g.add_argument("--repetition_penalty", type=float, default=d.repetition_penalty,
+                   help="generated tokens' logits: < 0 multiplied, others divided by it (1: off)")
+    besides = f" besides {', '.join(map(str, d.eos_token_id))}" if d.eos_token_id else ""
+    g.add_argument("--eos_token_id", action="append", type=int, default=list(d.eos_token_id),
+                   help=f"an EOS id{besides} (repeatable)")
+    return g
+
+
+def settings_from_args(args: argparse.Namespace) -> BeamSettings:
+    """The BeamSettings of the flags ``add_decoding_flags`` added (each flag is named as its field)."""
+    values = {f.name: getattr(args, f.name) for f in fields(BeamSettings)}
+    return BeamSettings(**values | {"eos_token_id": tuple(values["eos_token_id"])})
+
+
+def _reword(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    # a shared flag whose effect differs here (argparse has no public way to reach an added action)
+    parser._option_string_actions[flag].help = help
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m gpt2_lora.beam", description="GPT-2 (LoRA) beam decoding, same output as "
+                   "microsoft/LoRA src/gpt2_beam.py --batch_size 1, much faster.")
     # upstream gpu.py flags: accepted; decoding runs in one process (rank 0)
-    p.add_argument("--platform", default="k8s", type=str, help="accepted for compatibility")
-    p.add_argument("--local_rank", "--local-rank", default=0, type=int, help="accepted for compatibility")
-    p.add_argument("--rank", default=0, type=int, help="accepted for compatibility")
-    p.add_argument("--world_size", default=0, type=int, help="accepted for compatibility")
+    add_launcher_flags(p)
+    _reword(p, "--local_rank", "accepted for compatibility: decoding runs in one process")
+    _reword(p, "--rank", "a rank other than 0 exits at once: decoding runs on rank 0 only "
+                         "(RANK in the environment wins)")
     p.add_argument("--random_seed", default=10, type=int, help="seed (random weights when no checkpoint)")
-    p.add_argument("--device", default=None, type=str,
-                   help="cuda, cuda:N, N (a GPU index, as upstream) or cpu; default: cuda if present")
     # upstream gpt2_beam.py flags
     p.add_argument("--data", type=str, default="../data/wikitext-103", help="encoded jsonl to decode")
     p.add_argument("--batch_size", type=int, default=10,
                    help="accepted for compatibility: outputs never depend on batching, which is automatic "
                         "(see --max_batch_inputs)")
-    p.add_argument("--seq_len", type=int, default=512, help="context keeps seq_len - eval_len tokens")
-    p.add_argument("--eval_len", type=int, default=256, help="tokens to generate")
-    p.add_argument("--min_length", type=int, default=0, help="minimum generation length")
-    p.add_argument("--model_card", default="gpt2.sm", help="gpt2.sm | gpt2.md | gpt2.lg | path to config.json")
-    p.add_argument("--init_checkpoint", default=None, type=str, help="checkpoint (full, or LoRA-only with "
-                   "--base_checkpoint)")
-    p.add_argument("--lora_dim", type=int, default=0, help="lora attn dimension")
-    p.add_argument("--lora_alpha", type=int, default=128, help="lora attn alpha")
-    p.add_argument("--work_dir", type=str, default=os.getenv("PT_OUTPUT_DIR", "gpt2_model"), help="output folder")
-    p.add_argument("--beam", type=int, default=1, help="beam search size")
-    p.add_argument("--length_penalty", type=float, default=1.0, help="length penalty")
-    p.add_argument("--no_repeat_ngram_size", type=int, default=4, help="no_repeat_ngram_size")
-    p.add_argument("--repetition_penalty", type=float, default=1.0, help="repetition_penalty")
-    p.add_argument("--eos_token_id", action="append", type=int, default=[EOS_ID],
-                   help="an extra EOS id (repeatable; 50256 is always one)")
+    p.add_argument("--work_dir", type=str, default=default_work_dir(), help="output folder")
     p.add_argument("--output_file", type=str, default="beam_prediction.jsonl", help="name inside --work_dir")
+    add_decoding_flags(p, UPSTREAM_DEFAULTS)
+    add_model_flags(p, model_card="gpt2.sm", lora_dim=0, lora_alpha=128,
+                    init_help="checkpoint (full, or LoRA-only with --base_checkpoint)")
     # ours
-    p.add_argument("--base_checkpoint", default=None, type=str,
-                   help="pretrained GPT-2 loaded before --init_checkpoint (for LoRA-only checkpoints)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="fp32: the parity path (default); bf16: faster, may change some tokens")
+    add_device_flags(p, precisions=("fp32", "bf16"), precision_default="fp32",
+                     precision_help="fp32: the parity path; bf16: faster, may change some tokens")
     p.add_argument("--max_batch_inputs", type=int, default=0,
                    help="most distinct inputs searched together (0: as many as fit in memory)")
     return p
@@ -458,10 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     if device.type == "cuda" and dtype == torch.float32:
         torch.backends.cuda.matmul.allow_tf32 = False  # the parity path keeps full fp32 matmuls
-    settings = BeamSettings(beam=args.beam, eval_len=args.eval_len, seq_len=args.seq_len,
-                            min_length=args.min_length, length_penalty=args.length_penalty,
-                            no_repeat_ngram_size=args.no_repeat_ngram_size,
-                            repetition_penalty=args.repetition_penalty, eos_token_id=tuple(args.eos_token_id))
+    settings = settings_from_args(args)
     config = GPT2Config.resolve(args.model_card, lora_attn_dim=args.lora_dim, lora_attn_alpha=args.lora_alpha)
     settings.check(config)
     if args.max_batch_inputs < 0:
