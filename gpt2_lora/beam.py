@@ -33,7 +33,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Sequence
 
 import torch
@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from . import lora
 from .batching import read_encoded
+from .cli import Parser, add_device_flags, add_launcher_flags, add_model_flags, default_work_dir
 from .data import EOS_ID
 from .devices import resolve_device
 from .errors import UserError, cli
@@ -93,21 +94,32 @@ class BeamSettings:
 def postprocess_scores(scores: torch.Tensor, history: torch.Tensor | None, step: int, settings: BeamSettings,
                        eos: torch.Tensor) -> torch.Tensor:
     """Upstream's ``_postprocess_next_token_scores``, in place, for rows (N, vocab) whose generated tokens
-    are ``history`` (N, step), or None at step 0."""
-    rp = settings.repetition_penalty
-    if rp != 1.0 and history is not None:
-        # each distinct generated token once: logits < 0 are multiplied, others divided
-        seen = scores.gather(1, history)
-        scores.scatter_(1, history, torch.where(seen < 0, seen * rp, seen / rp))
+    are ``history`` (N, step), or None at step 0.
+
+    Both history rules change only tokens of the history (an n-gram ban's token ends an n-gram of it),
+    so they are one write: each history position gets its token's penalised score, or -inf where it
+    ends a banned n-gram; ``amin`` over positions of the same token keeps the ban whatever the order
+    (every other position carries the same value). The EOS ban comes after, as upstream's does.
+    """
+    rp, n = settings.repetition_penalty, settings.no_repeat_ngram_size
+    bans_ngrams = n > 0 and history is not None and step >= n
+    if history is not None and (rp != 1.0 or bans_ngrams):
+        new = scores.gather(1, history)                        # (N, step)
+        if rp != 1.0:  # logits < 0 are multiplied, others divided (once per distinct token)
+            new = torch.where(new < 0, new * rp, new / rp)
+        if bans_ngrams:
+            new[:, n - 1:].masked_fill_(_repeats_ngram(history, n), NEG_INF)
+        scores.scatter_reduce_(1, history, new, "amin", include_self=False)
     if step < settings.min_length:
-        scores[:, eos] = NEG_INF
-    n = settings.no_repeat_ngram_size
-    if n > 0 and history is not None and step >= n:
-        grams = history.unfold(1, n, 1)                        # (N, step - n + 1, n)
-        hit = (grams[:, :, :-1] == history[:, None, step - n + 1:]).all(-1)
-        ban = torch.full(hit.shape, math.inf, dtype=scores.dtype, device=scores.device).masked_fill_(hit, NEG_INF)
-        scores.scatter_reduce_(1, grams[:, :, -1], ban, "amin")  # order-free, unlike scatter_ with repeats
+        scores.index_fill_(1, eos, NEG_INF)
     return scores
+
+
+def _repeats_ngram(history: torch.Tensor, n: int) -> torch.Tensor:
+    """(N, step - n + 1): whether the n-gram ending at history position ``n - 1 + p`` starts with the
+    last n - 1 tokens, so that its last token would repeat it next."""
+    grams = history.unfold(1, n, 1)                            # (N, step - n + 1, n), a view
+    return (grams[:, :, :-1] == history[:, None, history.size(1) - n + 1:]).all(-1)
 
 
 def length_factor_bound(step: int, eval_len: int, length_penalty: float) -> float:
@@ -136,6 +148,148 @@ class TreeCache(KVCache):
         self.batch_size, self.shape = n, tuple(self.k.shape)
 
 
+@dataclass
+class SearchState:
+    """What the search knows of each input, one row per input still in the batch (B rows, K beams,
+    E = eval_len). Every field is indexed by row first, so ``select`` drops inputs from all at once."""
+
+    lengths: torch.Tensor      # (B,) context length
+    keep: torch.Tensor         # (B, L) True at context tokens, False at left padding
+    beam_scores: torch.Tensor  # (B, K) each beam's sum of log-probs; -inf once it ended in an EOS
+    history: torch.Tensor      # (B, K, E) each beam's generated tokens, 0 beyond the current step
+    slot_of: torch.Tensor      # (B, K, E) beam j's token of step s is in cache column L + s*K + slot_of[., j, s]
+    best_score: torch.Tensor   # (B,) the best finished hypothesis' score (-inf: none yet)
+    has_best: torch.Tensor     # (B,) whether there is one (a hypothesis may score -inf)
+    best_seq: torch.Tensor     # (B, E) its tokens, EOS included, 0-padded
+    searching: torch.Tensor    # (B,) False once the output cannot change any more
+    rows: torch.Tensor         # (B,) the input (row of the first batch) each row holds
+
+    @classmethod
+    def start(cls, lengths: torch.Tensor, keep: torch.Tensor, beam: int, eval_len: int) -> SearchState:
+        """Before step 0: no tokens, no hypotheses, every input searching."""
+        B, device = len(lengths), lengths.device
+        tokens = lambda: torch.zeros(B, beam, eval_len, dtype=torch.long, device=device)  # noqa: E731
+        return cls(lengths=lengths, keep=keep, beam_scores=torch.zeros(B, beam, device=device),
+                   history=tokens(), slot_of=tokens(), best_score=torch.full((B,), NEG_INF, device=device),
+                   has_best=torch.zeros(B, dtype=torch.bool, device=device),
+                   best_seq=torch.zeros(B, eval_len, dtype=torch.long, device=device),
+                   searching=torch.ones(B, dtype=torch.bool, device=device), rows=torch.arange(B, device=device))
+
+    def select(self, index: torch.Tensor) -> SearchState:
+        """The state of rows ``index`` only, in that order."""
+        return SearchState(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+
+def _prefill(model: GPT2LMModel, contexts: Sequence[Sequence[int]],
+             settings: BeamSettings) -> tuple[SearchState, TreeCache, torch.Tensor]:
+    """The contexts, left-padded to one batch, through the model once: the state before step 0, the
+    cache holding them (with room for K tokens per later step) and the (B, V) logits after each."""
+    device = model.transformer.wte.weight.device
+    B, K, E = len(contexts), settings.beam, settings.eval_len
+    L = max(len(c) for c in contexts)
+    ids = torch.zeros(B, L, dtype=torch.long)
+    for b, c in enumerate(contexts):
+        ids[b, L - len(c):] = torch.as_tensor(c, dtype=torch.long)
+    lengths = torch.tensor([len(c) for c in contexts], device=device)
+    pad = L - lengths
+    keep = torch.arange(L, device=device)[None] >= pad[:, None]
+    cache = TreeCache(model.config, B, L + (E - 1) * K, model.transformer.wte.weight.dtype, device)
+    positions = (torch.arange(L, device=device)[None] - pad[:, None]).clamp(min=0)
+    hidden = model.hidden_states(ids.to(device), positions, cache, attention_mask(keep, L))
+    return SearchState.start(lengths, keep, K, E), cache, model.logits(hidden[:, -1]).float()
+
+
+def _next_logits(model: GPT2LMModel, state: SearchState, cache: TreeCache, step: int,
+                 beams: torch.Tensor) -> torch.Tensor:
+    """Step >= 1: every beam's token of the step before goes in (beam j's into cache slot j of that
+    step) and attends to its input's context and its own ancestors only; (B*K, V) float logits."""
+    K = len(beams)
+    state.slot_of[:, :, step - 1] = beams
+    tree = (state.slot_of[:, :, :step, None] == beams).flatten(2)                 # (B, K, step*K)
+    mask = torch.cat((state.keep[:, None, :].expand(-1, K, -1), tree), dim=2)[:, None]
+    positions = (state.lengths + step - 1)[:, None].expand(-1, K)
+    hidden = model.hidden_states(state.history[:, :, step - 1], positions, cache, mask)
+    return model.logits(hidden).float().view(-1, model.config.vocab_size)
+
+
+def _candidate_scores(logits: torch.Tensor, state: SearchState, step: int, settings: BeamSettings,
+                      eos: torch.Tensor) -> torch.Tensor:
+    """The score of every continuation after upstream's rules: at step 0 beam 0's log-probabilities
+    (B, V) (all beams are the same there), later each beam's sum plus its next token's, (B, K*V)."""
+    if step == 0:
+        return _log_probs(postprocess_scores(logits, None, 0, settings, eos))
+    B, K = state.beam_scores.shape
+    postprocess_scores(logits, state.history[:, :, :step].reshape(-1, step), step, settings, eos)
+    return _log_probs(logits).view(B, K, -1).add_(state.beam_scores[:, :, None]).view(B, -1)
+
+
+def _choose_top(state: SearchState, candidates: torch.Tensor, step: int,
+                vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each input's K best continuations (best first): their scores and tokens (B, K). Each new beam's
+    history and cache slots become its parent's, plus the token."""
+    K, E = state.history.shape[1:]
+    top_scores, top_index = candidates.topk(K, dim=1, largest=True, sorted=True)
+    parent, token = top_index // vocab_size, top_index % vocab_size
+    follow = parent[:, :, None].expand(-1, -1, E)
+    state.history = state.history.gather(1, follow)
+    state.history[:, :, step] = token
+    state.slot_of = state.slot_of.gather(1, follow)
+    return top_scores, token
+
+
+def keep_best(state: SearchState, candidate: torch.Tensor, scores: torch.Tensor) -> None:
+    """Upstream's ``_add_beam_candidate`` for one step's candidates (B, K) of scores (B, K): taken in
+    beam order, a candidate replaces the best hypothesis when there is none or it scores strictly more;
+    so the first candidate of the highest score wins if that beats the best."""
+    key = scores.masked_fill(~candidate, NEG_INF)
+    top = key.max(1).values
+    first = (candidate & (key == top[:, None])).int().argmax(1)
+    any_cand = candidate.any(1)
+    replace = any_cand & (~state.has_best | (state.best_score < top))
+    state.best_score = torch.where(replace, top, state.best_score)
+    state.has_best = state.has_best | any_cand
+    chosen = state.history[torch.arange(len(first), device=first.device), first]
+    state.best_seq = torch.where(replace[:, None], chosen, state.best_seq)
+
+
+def _end_beams(state: SearchState, top_scores: torch.Tensor, token: torch.Tensor, step: int,
+               settings: BeamSettings, eos: torch.Tensor) -> None:
+    """A beam whose new token is an EOS becomes a finished hypothesis (``keep_best``) and dies; after
+    the last step every live beam does. Inputs that stopped searching take no hypotheses."""
+    lp, E = settings.length_penalty, settings.eval_len
+    ended = torch.isin(token, eos)
+    keep_best(state, ended & state.searching[:, None], top_scores / float((step + 1) ** lp))
+    state.beam_scores = top_scores.masked_fill(ended, NEG_INF)
+    if step == E - 1:
+        keep_best(state, state.searching[:, None].expand_as(ended), state.beam_scores / float(E ** lp))
+
+
+def _stop_settled(state: SearchState, step: int, settings: BeamSettings, early_stop: bool) -> tuple[int, int]:
+    """The exact early stop (module docstring): an input whose live beams can no longer reach a score
+    above its best hypothesis stops searching. Returns (inputs that stopped now, inputs still
+    searching), the step's one read from the device."""
+    factor = length_factor_bound(step, settings.eval_len, settings.length_penalty)
+    can_improve = ((state.beam_scores / factor) > state.best_score[:, None]).any(1)
+    newly_done = state.searching & state.has_best & ~can_improve & early_stop
+    state.searching = state.searching & ~newly_done
+    n_done, n_searching = torch.stack((newly_done.sum(), state.searching.sum())).tolist()
+    return n_done, n_searching
+
+
+def _compact(state: SearchState, cache: TreeCache, out: torch.Tensor, n_searching: int) -> SearchState:
+    """Drop the inputs that stopped: their outputs go to ``out`` (by input), the cache and the state
+    keep the other rows, in order. No read from the device: ``n_searching`` is already known."""
+    out[state.rows] = state.best_seq  # final for rows that stopped; rows that go on are written again later
+    stopped = (~state.searching).to(torch.uint8)  # not bool: CUDA's sort has not always taken bool
+    index = torch.argsort(stopped, stable=True)[:n_searching]  # the searching rows, ascending
+    cache.keep_rows(index)
+    return state.select(index)
+
+
+def _count(stats: dict, key: str, n: int = 1) -> None:
+    stats[key] = stats.get(key, 0) + n
+
+
 @torch.inference_mode()
 def _search(model: GPT2LMModel, contexts: Sequence[Sequence[int]], settings: BeamSettings,
             on_finished: Callable[[int], None] = lambda n: None, early_stop: bool = True,
@@ -146,99 +300,31 @@ def _search(model: GPT2LMModel, contexts: Sequence[Sequence[int]], settings: Bea
     ``stats`` accumulates ``steps`` (forward passes), ``input_steps`` (inputs x steps searched) and
     ``compactions`` (times finished inputs were dropped from the batch).
     """
-    device = model.transformer.wte.weight.device
-    V = model.config.vocab_size
-    B, K, E = len(contexts), settings.beam, settings.eval_len
-    lp = settings.length_penalty
-    eos = torch.tensor(settings.eos_in_vocab(V), dtype=torch.long, device=device)
-
-    lengths = torch.tensor([len(c) for c in contexts], device=device)
-    L = max(len(c) for c in contexts)
-    ids = torch.zeros(B, L, dtype=torch.long)
-    for b, c in enumerate(contexts):
-        ids[b, L - len(c):] = torch.as_tensor(c, dtype=torch.long)
-    ids = ids.to(device)
-    pad = L - lengths
-    keep = torch.arange(L, device=device)[None] >= pad[:, None]        # (B, L) real context tokens
-    cache = TreeCache(model.config, B, L + (E - 1) * K, model.transformer.wte.weight.dtype, device)
-    positions = (torch.arange(L, device=device)[None] - pad[:, None]).clamp(min=0)
-    hidden = model.hidden_states(ids, positions, cache, attention_mask(keep, L))
-    logits = model.logits(hidden[:, -1]).float()                        # (B, V): step 0 is beam 0 only
-
-    beams = torch.arange(K, device=device)
-    beam_scores = torch.zeros(B, K, device=device)
-    history = torch.zeros(B, K, E, dtype=torch.long, device=device)    # generated tokens, 0 beyond
-    slot_of = torch.zeros(B, K, E, dtype=torch.long, device=device)    # beam j's token s is in column slot_of[j, s]
-    best_score = torch.full((B,), NEG_INF, device=device)
-    has_best = torch.zeros(B, dtype=torch.bool, device=device)
-    best_seq = torch.zeros(B, E, dtype=torch.long, device=device)
-    searching = torch.ones(B, dtype=torch.bool, device=device)
-    rows = torch.arange(B, device=device)                               # original row of each current row
-    out = torch.zeros(B, E, dtype=torch.long, device=device)
-
-    def keep_best(candidate, scores):
-        # upstream's _add_beam_candidate: candidates in beam order, a strictly greater score replaces
-        nonlocal best_score, has_best, best_seq
-        key = scores.masked_fill(~candidate, NEG_INF)
-        top = key.max(1).values
-        first = (candidate & (key == top[:, None])).int().argmax(1)
-        any_cand = candidate.any(1)
-        replace = any_cand & (~has_best | (best_score < top))
-        best_score = torch.where(replace, top, best_score)
-        has_best = has_best | any_cand
-        chosen = history[torch.arange(len(first), device=device), first]
-        best_seq = torch.where(replace[:, None], chosen, best_seq)
-
     stats = {} if stats is None else stats
+    V, E = model.config.vocab_size, settings.eval_len
+    state, cache, logits = _prefill(model, contexts, settings)
+    eos = torch.tensor(settings.eos_in_vocab(V), dtype=torch.long, device=logits.device)
+    beams = torch.arange(settings.beam, device=logits.device)
+    out = torch.zeros_like(state.best_seq)                   # by input: rows dropped from the batch
     for step in range(E):
-        stats["steps"] = stats.get("steps", 0) + 1
-        stats["input_steps"] = stats.get("input_steps", 0) + len(rows)
-        if step == 0:
-            postprocess_scores(logits, None, 0, settings, eos)
-            candidates = _log_probs(logits)                                      # (B, V)
-        else:
-            slot_of[:, :, step - 1] = beams                 # this step's tokens go to column j of beam j
-            tree = (slot_of[:, :, :step, None] == beams).flatten(2)              # (B, K, step*K)
-            mask = torch.cat((keep[:, None, :].expand(-1, K, -1), tree), dim=2)[:, None]
-            hidden = model.hidden_states(history[:, :, step - 1], (lengths + step - 1)[:, None].expand(-1, K),
-                                         cache, mask)
-            logits = model.logits(hidden).float().view(-1, V)
-            postprocess_scores(logits, history[:, :, :step].reshape(-1, step), step, settings, eos)
-            candidates = _log_probs(logits).view(B, K, V).add_(beam_scores[:, :, None]).view(B, K * V)
-        top_scores, top_index = candidates.topk(K, dim=1, largest=True, sorted=True)
-        parent, token = top_index // V, top_index % V
-        history = history.gather(1, parent[:, :, None].expand(-1, -1, E))
-        history[:, :, step] = token
-        slot_of = slot_of.gather(1, parent[:, :, None].expand(-1, -1, E))
-
-        ended = torch.isin(token, eos)
-        keep_best(ended & searching[:, None], top_scores / float((step + 1) ** lp))
-        beam_scores = top_scores.masked_fill(ended, NEG_INF)
+        _count(stats, "steps")
+        _count(stats, "input_steps", len(state.rows))
+        if step > 0:
+            logits = _next_logits(model, state, cache, step, beams)
+        top_scores, token = _choose_top(state, _candidate_scores(logits, state, step, settings, eos), step, V)
+        _end_beams(state, top_scores, token, step, settings, eos)
         if step == E - 1:
-            keep_best(searching[:, None].expand(-1, K), beam_scores / float(E ** lp))
             break
-
-        # exact early stop: every reachable score of a live beam is <= its sum / the largest length factor
-        factor = length_factor_bound(step, E, lp)
-        can_improve = ((beam_scores / factor) > best_score[:, None]).any(1)
-        newly_done = searching & has_best & ~can_improve & early_stop
-        searching = searching & ~newly_done
-        n_done, n_searching = torch.stack((newly_done.sum(), searching.sum())).tolist()  # the one host sync
+        n_done, n_searching = _stop_settled(state, step, settings, early_stop)
         if n_done:
             on_finished(n_done)
         if n_searching == 0:
             break
-        if n_searching <= 0.75 * len(rows):  # drop finished inputs so later steps do less work
-            out[rows[~searching]] = best_seq[~searching]
-            idx = searching.nonzero().squeeze(1)
-            cache.keep_rows(idx)
-            stats["compactions"] = stats.get("compactions", 0) + 1
-            (lengths, keep, beam_scores, history, slot_of, best_score, has_best, best_seq, searching, rows) = (
-                t[idx] for t in (lengths, keep, beam_scores, history, slot_of, best_score, has_best, best_seq,
-                                 searching, rows))
-            B = len(idx)
-    on_finished(int(searching.sum()))
-    out[rows] = best_seq
+        if n_searching <= 0.75 * len(state.rows):  # drop finished inputs so later steps do less work
+            state = _compact(state, cache, out, n_searching)
+            _count(stats, "compactions")
+    on_finished(int(state.searching.sum()))
+    out[state.rows] = state.best_seq
     return out.cpu()
 
 
@@ -301,48 +387,70 @@ def generate(model: GPT2LMModel, contexts: Sequence[Sequence[int]], settings: Be
 
 
 # ------------------------------------------------------------------------------------------------- CLI
+UPSTREAM_DEFAULTS = BeamSettings()  # upstream gpt2_beam.py's flag defaults: gpt2_lora.beam's
+PAPER_SETTINGS = BeamSettings(beam=10, eval_len=64, seq_len=512, length_penalty=0.8, no_repeat_ngram_size=4,
+                              repetition_penalty=1.0, eos_token_id=(EOS_ID, 628))  # the paper's: 628 is "\n\n"
+
+
 def read_contexts(path: str, vocab_size: int | None = None) -> list[list[int]]:
     """The ``context`` ids of each line of an encoded jsonl file (upstream FT_Dataset's input)."""
     return [context for context, _ in read_encoded(path, "--data file", vocab_size)]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gpt2_lora.beam", description="GPT-2 (LoRA) beam decoding, "
-                                "same output as microsoft/LoRA src/gpt2_beam.py --batch_size 1, much faster.")
+def add_decoding_flags(parser: argparse.ArgumentParser, defaults: BeamSettings, group=None):
+    """The search flags, named as upstream gpt2_beam.py's, with the values of ``defaults``
+    (``settings_from_args`` reads them back). ``--eos_token_id`` adds to the default EOS ids."""
+    g = group if group is not None else parser.add_argument_group("decoding")
+    d = defaults
+    g.add_argument("--seq_len", type=int, default=d.seq_len, help="context keeps seq_len - eval_len tokens")
+    g.add_argument("--eval_len", type=int, default=d.eval_len, help="tokens to generate")
+    g.add_argument("--min_length", type=int, default=d.min_length, help="minimum generation length")
+    g.add_argument("--beam", type=int, default=d.beam, help="beam search size")
+    g.add_argument("--length_penalty", type=float, default=d.length_penalty,
+                   help="a hypothesis scores sum_logprob / length ** length_penalty")
+    g.add_argument("--no_repeat_ngram_size", type=int, default=d.no_repeat_ngram_size,
+                   help="n-grams of this size never repeat in the generated tokens (0: off)")
+    g.add_argument("--repetition_penalty", type=float, default=d.repetition_penalty,
+                   help="generated tokens' logits: < 0 multiplied, others divided by it (1: off)")
+    besides = f" besides {', '.join(map(str, d.eos_token_id))}" if d.eos_token_id else ""
+    g.add_argument("--eos_token_id", action="append", type=int, default=list(d.eos_token_id),
+                   help=f"an EOS id{besides} (repeatable)")
+    return g
+
+
+def settings_from_args(args: argparse.Namespace) -> BeamSettings:
+    """The BeamSettings of the flags ``add_decoding_flags`` added (each flag is named as its field)."""
+    values = {f.name: getattr(args, f.name) for f in fields(BeamSettings)}
+    return BeamSettings(**values | {"eos_token_id": tuple(values["eos_token_id"])})
+
+
+def _reword(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    # a shared flag whose effect differs here (argparse has no public way to reach an added action)
+    parser._option_string_actions[flag].help = help
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m gpt2_lora.beam", description="GPT-2 (LoRA) beam decoding, same output as "
+                   "microsoft/LoRA src/gpt2_beam.py --batch_size 1, much faster.")
     # upstream gpu.py flags: accepted; decoding runs in one process (rank 0)
-    p.add_argument("--platform", default="k8s", type=str, help="accepted for compatibility")
-    p.add_argument("--local_rank", "--local-rank", default=0, type=int, help="accepted for compatibility")
-    p.add_argument("--rank", default=0, type=int, help="accepted for compatibility")
-    p.add_argument("--world_size", default=0, type=int, help="accepted for compatibility")
+    add_launcher_flags(p)
+    _reword(p, "--local_rank", "accepted for compatibility: decoding runs in one process")
+    _reword(p, "--rank", "a rank other than 0 exits at once: decoding runs on rank 0 only "
+                         "(RANK in the environment wins)")
     p.add_argument("--random_seed", default=10, type=int, help="seed (random weights when no checkpoint)")
-    p.add_argument("--device", default=None, type=str,
-                   help="cuda, cuda:N, N (a GPU index, as upstream) or cpu; default: cuda if present")
     # upstream gpt2_beam.py flags
     p.add_argument("--data", type=str, default="../data/wikitext-103", help="encoded jsonl to decode")
     p.add_argument("--batch_size", type=int, default=10,
                    help="accepted for compatibility: outputs never depend on batching, which is automatic "
                         "(see --max_batch_inputs)")
-    p.add_argument("--seq_len", type=int, default=512, help="context keeps seq_len - eval_len tokens")
-    p.add_argument("--eval_len", type=int, default=256, help="tokens to generate")
-    p.add_argument("--min_length", type=int, default=0, help="minimum generation length")
-    p.add_argument("--model_card", default="gpt2.sm", help="gpt2.sm | gpt2.md | gpt2.lg | path to config.json")
-    p.add_argument("--init_checkpoint", default=None, type=str, help="checkpoint (full, or LoRA-only with "
-                   "--base_checkpoint)")
-    p.add_argument("--lora_dim", type=int, default=0, help="lora attn dimension")
-    p.add_argument("--lora_alpha", type=int, default=128, help="lora attn alpha")
-    p.add_argument("--work_dir", type=str, default=os.getenv("PT_OUTPUT_DIR", "gpt2_model"), help="output folder")
-    p.add_argument("--beam", type=int, default=1, help="beam search size")
-    p.add_argument("--length_penalty", type=float, default=1.0, help="length penalty")
-    p.add_argument("--no_repeat_ngram_size", type=int, default=4, help="no_repeat_ngram_size")
-    p.add_argument("--repetition_penalty", type=float, default=1.0, help="repetition_penalty")
-    p.add_argument("--eos_token_id", action="append", type=int, default=[EOS_ID],
-                   help="an extra EOS id (repeatable; 50256 is always one)")
+    p.add_argument("--work_dir", type=str, default=default_work_dir(), help="output folder")
     p.add_argument("--output_file", type=str, default="beam_prediction.jsonl", help="name inside --work_dir")
+    add_decoding_flags(p, UPSTREAM_DEFAULTS)
+    add_model_flags(p, model_card="gpt2.sm", lora_dim=0, lora_alpha=128,
+                    init_help="checkpoint (full, or LoRA-only with --base_checkpoint)")
     # ours
-    p.add_argument("--base_checkpoint", default=None, type=str,
-                   help="pretrained GPT-2 loaded before --init_checkpoint (for LoRA-only checkpoints)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="fp32: the parity path (default); bf16: faster, may change some tokens")
+    add_device_flags(p, precisions=("fp32", "bf16"), precision_default="fp32",
+                     precision_help="fp32: the parity path; bf16: faster, may change some tokens")
     p.add_argument("--max_batch_inputs", type=int, default=0,
                    help="most distinct inputs searched together (0: as many as fit in memory)")
     return p
@@ -374,10 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     if device.type == "cuda" and dtype == torch.float32:
         torch.backends.cuda.matmul.allow_tf32 = False  # the parity path keeps full fp32 matmuls
-    settings = BeamSettings(beam=args.beam, eval_len=args.eval_len, seq_len=args.seq_len,
-                            min_length=args.min_length, length_penalty=args.length_penalty,
-                            no_repeat_ngram_size=args.no_repeat_ngram_size,
-                            repetition_penalty=args.repetition_penalty, eos_token_id=tuple(args.eos_token_id))
+    settings = settings_from_args(args)
     config = GPT2Config.resolve(args.model_card, lora_attn_dim=args.lora_dim, lora_attn_alpha=args.lora_alpha)
     settings.check(config)
     if args.max_batch_inputs < 0:

@@ -16,6 +16,7 @@ import re
 import sys
 from pathlib import Path
 
+from .cli import Parser
 from .data import read_formatted
 from .errors import UserError, cli
 from .fileio import atomic_files, check_outputs, read_lines
@@ -145,9 +146,9 @@ def write_outputs(args: argparse.Namespace, groups: dict, samples: dict) -> None
             preds.write(fix(samples[key]) + "\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gpt2_lora.decode",
-                                description="Beam predictions -> reference/hypothesis files (as upstream gpt2_decode.py).")
+def build_parser() -> Parser:
+    p = Parser(prog="python -m gpt2_lora.decode",
+               description="Beam predictions -> reference/hypothesis files (as upstream gpt2_decode.py).")
     p.add_argument("--vocab", type=str, default=None, help="folder with encoder.json and vocab.bpe")
     p.add_argument("--sample_file", default=None, type=str, help="predictions jsonl (gpt2_lora.beam output)")
     p.add_argument("--input_file", default=None, type=str, help="formatted jsonl of the same split")

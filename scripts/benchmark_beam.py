@@ -90,7 +90,7 @@ def time_hf(hf_model, contexts, settings, device, batch: int) -> dict:
     return dict(seconds_measured=seconds, lines_measured=len(contexts), ms_per_line=1000 * seconds / len(contexts))
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=None, help="encoded E2E test.jsonl (default: synthetic contexts)")
     p.add_argument("--model_card", default="gpt2.md", help="card or HF config.json (random weights)")
@@ -107,11 +107,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmark_beam.json", help="JSON results")
     p.add_argument("--quick", action="store_true", help="tiny model, few lines, CPU: checks the script runs")
-    args = p.parse_args(argv)
+    return p
 
+
+def workload(args: argparse.Namespace) -> tuple[torch.device, GPT2Config, list[list[int]], BeamSettings]:
+    """Device, model config, contexts and settings; ``--quick`` shrinks all of them (and args)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 for both sides
-    torch.manual_seed(args.seed)
     if args.quick:
         device = torch.device(args.device or "cpu")
         config = GPT2Config(n_embd=64, n_layer=2, n_head=4)
@@ -122,21 +123,24 @@ def main(argv=None) -> int:
         contexts = read_contexts(args.data) if args.data else synthetic_contexts(seed=args.seed)
     settings = BeamSettings(beam=args.beam, eval_len=args.eval_len, seq_len=args.seq_len,
                             length_penalty=args.length_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
+    return device, config, contexts, settings
 
+
+def same_random_models(config: GPT2Config, device: torch.device):
+    """(ours, HF's) GPT-2 with the same random weights, in eval mode on ``device``."""
     from transformers import GPT2Config as HFConfig, GPT2LMHeadModel
 
     hf_model = GPT2LMHeadModel(HFConfig(vocab_size=config.vocab_size, n_positions=config.n_positions,
                                         n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head))
     model = GPT2LMModel(config)
-    model.load_weight(hf_model.state_dict())  # the same random weights on both sides
-    model.eval().to(device)
-    hf_model.eval().to(device)
+    model.load_weight(hf_model.state_dict())
+    return model.eval().to(device), hf_model.eval().to(device)
 
-    results: dict = dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-                         or "cpu", torch=torch.__version__, model=f"n_embd={config.n_embd} n_layer={config.n_layer}",
-                         data=args.data or "synthetic", settings=settings.__dict__ | {"eos_token_id": [EOS]})
-    rows = []
-    outputs = {}
+
+def time_precisions(model, contexts, settings, device, args, results: dict) -> list[tuple]:
+    """Ours in each of ``--precisions`` (results ``ours_<precision>``) and how often bf16 gives fp32's
+    tokens; the table rows (name, seconds, ms/line, speed-up)."""
+    rows, outputs = [], {}
     for precision in [x for x in args.precisions.split(",") if x]:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
         net = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
@@ -148,27 +152,48 @@ def main(argv=None) -> int:
     if "fp32" in outputs and "bf16" in outputs:
         same = sum(a == b for a, b in zip(outputs["fp32"], outputs["bf16"]))
         results["bf16_lines_equal_to_fp32"] = same / len(contexts)
-    if args.hf_lines > 0:
-        import transformers
+    return rows
 
-        hf = time_hf(hf_model, contexts[:args.hf_lines], settings, device, args.hf_batch)
-        hf["seconds_extrapolated"] = hf["ms_per_line"] * len(contexts) / 1000
-        results["hf_generate_fp32"] = hf | {"transformers": transformers.__version__, "batch": args.hf_batch}
-        rows.insert(0, (f"HF generate fp32 (x{len(contexts)}/{args.hf_lines})", hf["seconds_extrapolated"],
-                        hf["ms_per_line"], ""))
-        for key in [k for k in results if k.startswith("ours_")]:
-            results[key]["speedup_vs_hf"] = hf["seconds_extrapolated"] / results[key]["seconds"]
-        rows = [(name, s, ms, f"{rows[0][1] / s:.1f}x") for name, s, ms, _ in rows]
 
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\n{len(contexts)} lines ({results.get('ours_fp32', results.get('ours_bf16', {})).get('unique', '?')} "
+def time_hf_baseline(hf_model, contexts, settings, device, args, results: dict, rows: list[tuple]) -> list[tuple]:
+    """HF generate on the first ``--hf_lines`` lines, extrapolated; the rows with HF first and speed-ups."""
+    import transformers
+
+    hf = time_hf(hf_model, contexts[:args.hf_lines], settings, device, args.hf_batch)
+    hf["seconds_extrapolated"] = hf["ms_per_line"] * len(contexts) / 1000
+    results["hf_generate_fp32"] = hf | {"transformers": transformers.__version__, "batch": args.hf_batch}
+    rows = [(f"HF generate fp32 (x{len(contexts)}/{args.hf_lines})", hf["seconds_extrapolated"],
+             hf["ms_per_line"], ""), *rows]
+    for key in [k for k in results if k.startswith("ours_")]:
+        results[key]["speedup_vs_hf"] = hf["seconds_extrapolated"] / results[key]["seconds"]
+    return [(name, s, ms, f"{rows[0][1] / s:.1f}x") for name, s, ms, _ in rows]
+
+
+def print_table(results: dict, rows: list[tuple], n_lines: int, settings: BeamSettings, out: str) -> None:
+    print(f"\n{n_lines} lines ({results.get('ours_fp32', results.get('ours_bf16', {})).get('unique', '?')} "
           f"distinct), beam {settings.beam}, eval_len {settings.eval_len}, {results['device']}")
     print(f"{'method':<40} {'seconds':>9} {'ms/line':>9} {'speed-up':>9}")
     for name, seconds, ms, speedup in rows:
         print(f"{name:<40} {seconds:>9.2f} {ms:>9.2f} {speedup:>9}")
     if "bf16_lines_equal_to_fp32" in results:
         print(f"bf16 output equal to fp32 on {100 * results['bf16_lines_equal_to_fp32']:.1f}% of lines")
-    print(f"results: {args.out}")
+    print(f"results: {out}")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 for both sides
+    torch.manual_seed(args.seed)
+    device, config, contexts, settings = workload(args)
+    model, hf_model = same_random_models(config, device)
+    results: dict = dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+                         or "cpu", torch=torch.__version__, model=f"n_embd={config.n_embd} n_layer={config.n_layer}",
+                         data=args.data or "synthetic", settings=settings.__dict__ | {"eos_token_id": [EOS]})
+    rows = time_precisions(model, contexts, settings, device, args, results)
+    if args.hf_lines > 0:
+        rows = time_hf_baseline(hf_model, contexts, settings, device, args, results, rows)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results, rows, len(contexts), settings, args.out)
     return 0
 
 

@@ -84,7 +84,7 @@ def contexts() -> list[list[int]]:
 def reference_beam(model: GPT2LMModel, context: list[int], s: BeamSettings) -> list[int]:
     """gpt2_beam.py for one input, step by step: recompute the whole sequence of every beam each step."""
     ctx = context[-(s.seq_len - s.eval_len):]
-    K, E, lp = s.beam, s.eval_len, s.length_penalty
+    K, E, lp, V = s.beam, s.eval_len, s.length_penalty, model.config.vocab_size
     eos = [e for e in s.eos_token_id if e < V]
     history: list[list[int]] = [[] for _ in range(K)]
     beam_scores = torch.zeros(K)
@@ -197,6 +197,113 @@ def test_early_stop_bound_covers_every_reachable_length(lp):
             assert beam_mod.length_factor_bound(step, eval_len, lp) == max(reachable)
 
 
+# ------------------------------------------------------------ random models: fast paths vs plain
+def _random_case(seed: int, length_penalty: float):
+    """A random tiny GPT-2, random settings, and 28 lines over 16 distinct random contexts, some
+    longer than kept. The embeddings are scaled up (peaked next-token distributions), those of the
+    EOS ids most: searches then end at many lengths, and inputs left after a compaction still
+    change their outputs, so a fast path that went wrong shows."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    vocab = rng.randrange(12, 40)
+    net = GPT2LMModel(GPT2Config(vocab_size=vocab, n_positions=48, n_ctx=48, n_embd=32,
+                                 n_layer=rng.choice([1, 2]), n_head=2))
+    E = rng.randint(4, 14)
+    eos = rng.sample(range(vocab), rng.randint(1, 3))
+    with torch.no_grad():
+        net.transformer.wte.weight.mul_(rng.choice([2.0, 4.0, 8.0]))
+        net.transformer.wte.weight[eos] *= rng.choice([1.0, 3.0])
+    eos += rng.choice([[], [50256]])  # outside the vocabulary: never generated
+    s = BeamSettings(beam=rng.randint(1, 5), eval_len=E, seq_len=E + rng.randint(4, 12),
+                     min_length=rng.choice([0, 0, 1, E // 2]), length_penalty=length_penalty,
+                     no_repeat_ngram_size=rng.choice([0, 1, 2, 3, 4]),
+                     repetition_penalty=rng.choice([1.0, 1.0, 0.6, 1.5]), eos_token_id=tuple(eos))
+    unique = [[rng.randrange(vocab) for _ in range(rng.randint(1, 20))] for _ in range(16)]
+    return net.eval(), s, unique, [rng.randrange(len(unique)) for _ in range(28)]
+
+
+@pytest.mark.parametrize("penalties", [(-1.5, -0.5, -0.1), (0.0,), (0.3, 0.8, 1.0, 2.0)],
+                         ids=["lp<0", "lp=0", "lp>0"])
+def test_fast_paths_equal_plain_search_on_random_models(one_thread, penalties):
+    """Everything that makes the search fast (duplicate lines searched once, many inputs in one
+    batch, the exact early stop, compaction) against the plain search: each distinct context
+    alone, all steps, fanned out to the lines here."""
+    fast_steps = full_steps = compactions = 0
+    for case in range(6):
+        lp = penalties[case % len(penalties)]
+        net, s, unique, picks = _random_case(100 * case + int(10 * lp), lp)
+        stats: dict = {}
+        fast = generate(net, [unique[i] for i in picks], s, progress=False, stats=stats)
+        plain = generate(net, unique, s, progress=False, early_stop=False, max_batch_inputs=1)
+        assert fast == [plain[i] for i in picks], (case, s)
+        assert [reference_beam(net, c, s) for c in unique[:2]] == plain[:2], (case, s)
+        assert stats["unique"] < stats["lines"]
+        fast_steps += stats["input_steps"]
+        full_steps += stats["unique"] * s.eval_len
+        compactions += stats.get("compactions", 0)
+    # the fast paths really ran: inputs stopped early and finished ones left the batch
+    assert fast_steps < full_steps and compactions >= 1
+
+
+def old_postprocess_scores(scores, history, step, settings, eos):
+    """postprocess_scores as it was before the two history rules became one scatter (kept to prove
+    the new one equal): repetition penalty, EOS ban, n-gram ban, each its own write."""
+    rp = settings.repetition_penalty
+    if rp != 1.0 and history is not None:
+        seen = scores.gather(1, history)
+        scores.scatter_(1, history, torch.where(seen < 0, seen * rp, seen / rp))
+    if step < settings.min_length:
+        scores[:, eos] = float("-inf")
+    n = settings.no_repeat_ngram_size
+    if n > 0 and history is not None and step >= n:
+        grams = history.unfold(1, n, 1)
+        hit = (grams[:, :, :-1] == history[:, None, step - n + 1:]).all(-1)
+        ban = torch.full(hit.shape, float("inf"), dtype=scores.dtype).masked_fill_(hit, float("-inf"))
+        scores.scatter_reduce_(1, grams[:, :, -1], ban, "amin")
+    return scores
+
+
+def test_postprocess_equals_the_old_formula_bit_for_bit():
+    rng = random.Random(7)
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(400):
+        vocab, rows, step = rng.randrange(3, 30), rng.randrange(1, 7), rng.randrange(0, 12)
+        scores = torch.randn(rows, vocab, generator=gen) * rng.choice([0.5, 3.0])
+        scores[torch.rand(rows, vocab, generator=gen) < 0.1] = 0.0      # zeros of both signs, and -inf
+        scores[torch.rand(rows, vocab, generator=gen) < 0.1] = -0.0
+        scores[torch.rand(rows, vocab, generator=gen) < 0.05] = float("-inf")
+        # few distinct tokens, so n-grams and tokens repeat
+        history = torch.randint(0, rng.randrange(1, vocab + 1), (rows, step), generator=gen) if step else None
+        s = BeamSettings(min_length=rng.randrange(0, 12), no_repeat_ngram_size=rng.randrange(0, 5),
+                         repetition_penalty=rng.choice([1.0, 0.5, 1.3, 2.0]))
+        eos = torch.tensor(rng.sample(range(vocab), rng.randrange(0, 3)), dtype=torch.long)
+        new = beam_mod.postprocess_scores(scores.clone(), history, step, s, eos)
+        old = old_postprocess_scores(scores.clone(), history, step, s, eos)
+        assert torch.equal(new.view(torch.int32), old.view(torch.int32)), (s, step)
+
+
+def test_keep_rows_moves_the_kept_rows_to_the_front():
+    cache = beam_mod.TreeCache(_config(), 5, 8, torch.float32, "cpu")
+    cache.k.copy_(torch.randn(cache.shape))
+    cache.v.copy_(torch.randn(cache.shape))
+    cache.advance(6)                            # columns 6, 7 are unused: not moved
+    k, v = cache.k.clone(), cache.v.clone()
+    cache.keep_rows(torch.tensor([1, 3, 4]))
+    assert cache.batch_size == 3 and cache.k.shape == (2, 3, 4, 8, 16)
+    assert torch.equal(cache.k[:, :, :, :6], k[:, [1, 3, 4], :, :6])
+    assert torch.equal(cache.v[:, :, :, :6], v[:, [1, 3, 4], :, :6])
+
+
+def test_search_state_select_keeps_rows_of_every_field():
+    state = beam_mod.SearchState.start(torch.tensor([3, 5, 2]), torch.ones(3, 5, dtype=torch.bool), 2, 4)
+    state.history = torch.arange(24).view(3, 2, 4)
+    state.best_score = torch.tensor([-1.0, -2.0, -3.0])
+    picked = state.select(torch.tensor([2, 0]))
+    assert picked.rows.tolist() == [2, 0] and picked.lengths.tolist() == [2, 3]
+    assert torch.equal(picked.history, state.history[[2, 0]]) and picked.best_score.tolist() == [-3.0, -1.0]
+    assert picked.beam_scores.shape == (2, 2) and picked.best_seq.shape == (2, 4)
+
+
 def test_postprocess_matches_hand_computed_bans():
     s = BeamSettings(no_repeat_ngram_size=2, repetition_penalty=2.0, min_length=5, eos_token_id=(0,))
     scores = torch.tensor([[1.0, -1.0, 2.0, -2.0, 0.5]])
@@ -282,6 +389,40 @@ def test_cli_rejects_bad_settings(tmp_path, capsys, flags, message):
     assert err.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--bogus", "1"], "unrecognized arguments: --bogus 1"),
+    (["--beam", "ten"], "argument --beam: invalid int value: 'ten'"),
+    (["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
+])
+def test_cli_bad_flag_is_one_line(capsys, flags, message):
+    with pytest.raises(SystemExit) as err:
+        beam_mod.main(flags)
+    lines = capsys.readouterr().err.splitlines()
+    assert err.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {message}") and lines[0].endswith(" (see --help)")
+
+
+def test_decoding_flags_read_back_as_settings():
+    from dataclasses import replace
+
+    for defaults in (beam_mod.UPSTREAM_DEFAULTS, beam_mod.PAPER_SETTINGS):
+        parser = argparse.ArgumentParser()
+        beam_mod.add_decoding_flags(parser, defaults)
+        assert beam_mod.settings_from_args(parser.parse_args([])) == defaults
+        args = parser.parse_args(["--beam", "3", "--eval_len", "9", "--seq_len", "40", "--min_length", "2",
+                                  "--length_penalty", "-0.5", "--no_repeat_ngram_size", "0",
+                                  "--repetition_penalty", "1.5", "--eos_token_id", "7", "--eos_token_id", "9"])
+        assert beam_mod.settings_from_args(args) == replace(
+            defaults, beam=3, eval_len=9, seq_len=40, min_length=2, length_penalty=-0.5, no_repeat_ngram_size=0,
+            repetition_penalty=1.5, eos_token_id=defaults.eos_token_id + (7, 9))  # added to the defaults
+        assert beam_mod.settings_from_args(parser.parse_args([])) == defaults  # the default list is not changed
+    assert beam_mod.UPSTREAM_DEFAULTS == BeamSettings()
+    # the paper's E2E decoding (README of microsoft/LoRA): beam 10, penalty 0.8, no-repeat 4, EOS also "\n\n"
+    paper = beam_mod.PAPER_SETTINGS
+    assert (paper.beam, paper.length_penalty, paper.no_repeat_ngram_size, paper.eval_len) == (10, 0.8, 4, 64)
+    assert paper.eos_token_id == (50256, 628)
+
+
 def test_cli_names_bad_data_line(tmp_path, capsys):
     data = tmp_path / "d.jsonl"
     data.write_text('{"context": [1, 2], "completion": [3]}\n{"context": "text"}\n')
@@ -332,3 +473,18 @@ def test_matches_upstream_beam_batch_1(model, contexts, upstream_beam, tmp_path)
         upstream = {r["id"]: r["predict"] for r in map(json.loads, (tmp_path / "up.jsonl").read_text().splitlines())}
         ours = generate(model, contexts, s, progress=False)
         assert [upstream[i] for i in range(len(contexts))] == ours, options
+
+
+def test_cli_keeps_upstream_flag_names_defaults_and_types(upstream_beam):
+    module = upstream_beam[0]
+    ours = {action.dest: action for action in beam_mod.build_parser()._actions}
+    checked = 0
+    for theirs in module.parser._actions:
+        if theirs.dest in ("help", "device"):  # --device: ours defaults to CUDA when present, else cpu
+            continue
+        mine = ours[theirs.dest]
+        assert set(theirs.option_strings) <= set(mine.option_strings), theirs.dest
+        assert mine.default == theirs.default and type(mine) is type(theirs), theirs.dest
+        assert (mine.type or str) is (theirs.type or str), theirs.dest
+        checked += 1
+    assert checked == 21

@@ -94,6 +94,19 @@ def test_filter_without_cate_names_the_line(tmp_path, vocab_dir, capsys):
     assert err.value.code == 2 and "in.jsonl:1: --filter seen needs a 'cate' field" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--ref_num", "four"], "argument --ref_num: invalid int value: 'four'"),
+    (["--ref_type", "xml"], "argument --ref_type: invalid choice: 'xml'"),
+])
+def test_bad_flag_is_one_line(capsys, flags, message):
+    with pytest.raises(SystemExit) as err:
+        decode.main(flags)
+    lines = capsys.readouterr().err.splitlines()
+    assert err.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {message}") and lines[0].endswith(" (see --help)")
+
+
 # --------------------------------------------------------------------- upstream, on the real test sets
 def _fake_predictions(examples, tokenizer, seed: int) -> list[dict]:
     """One prediction per line, padded to 64 ids like beam output: the reference itself, some cut by a
