@@ -52,7 +52,7 @@ def _ours_row(run: dict, columns: list[dict]) -> dict:
             "approximate": row["approximate"]}
     seeds = run.get("seeds")
     return {"kind": "ours", "label": "ours", "model_card": run["model_card"], "seeds": seeds,
-            "n_runs": len(seeds) if seeds else 1, "trainable_params": run["meta"].get("lora", ""),
+            "n_runs": len(seeds) if seeds else 1, "lora": run["meta"].get("lora"),
             "checkpoint_rule": (run.get("selection") or {}).get("rule"),
             "decoding": run["meta"].get("decoding"), "cells": cells}
 
@@ -136,7 +136,8 @@ def _table_lines(table: dict) -> list[str]:
     for block in table["blocks"]:
         out.append(f"| **{block['label']}** | |" + " |" * len(cols))
         for row in block["rows"]:
-            out.append(f"| {_row_label(row)} | {row['trainable_params']} | "
+            params = row["trainable_params"] if row["kind"] != "ours" else row["lora"] or ""  # ours: r and alpha
+            out.append(f"| {_row_label(row)} | {params} | "
                        + " | ".join(_cell_text(row, c) for c in cols) + " |")
     return out
 

@@ -298,8 +298,8 @@ def _e2e(bleu, nist=8.85, meteor=0.468, rouge=0.718, cider=2.53):
 
 def _e2e_report(bleu, card="gpt2.md", decoding="beam 10, length penalty 0.9", **scores):
     parsed = rep.parse_scores(_e2e(bleu, **scores), _e2e_numbers(), "s.json")
-    return rep.build_report("e2e", {None: parsed}, card, meta={"decoding": decoding, "checkpoint": f"c{bleu}"},
-                            sources={"scores": f"{bleu}.json"})
+    meta = {"decoding": decoding, "lora": "r=4, alpha=32", "checkpoint": f"c{bleu}"}
+    return rep.build_report("e2e", {None: parsed}, card, meta=meta, sources={"scores": f"{bleu}.json"})
 
 
 def _web_report(bleus, card="gpt2.md"):
@@ -319,7 +319,7 @@ def test_aggregate_gives_the_mean_the_sample_std_and_each_seed_in_order():
     assert bleu["difference"] == pytest.approx(0.6) and bleu["ours_as_scored"] == pytest.approx(0.71)
     assert nist["ours"] == pytest.approx(9.0) and nist["ours_std"] == pytest.approx(0.07 ** 0.5)
     # what all runs share stays in meta; what differs moves to each run
-    assert agg["meta"] == {"decoding": "beam 10, length penalty 0.9"}
+    assert agg["meta"] == {"decoding": "beam 10, length penalty 0.9", "lora": "r=4, alpha=32"}
     assert agg["runs"][0]["meta"] == {"checkpoint": "c0.72"} and agg["runs"][1]["sources"] == {"scores": "0.7.json"}
     md = rep.render_markdown(agg)
     assert "| BLEU | 71.00 ± 1.00 (3 runs) | 70.4 ± 0.1 | +0.60 |" in md
@@ -526,6 +526,7 @@ def test_paper_report_layout_for_two_tasks_and_two_seeds(tmp_path):
         ("paper", "PreLayer"), ("paper_lora", "LoRA"), ("ours", "ours")]
     ours = m_rows[-1]
     assert ours["seeds"] == [110, 111] and ours["n_runs"] == 2 and ours["decoding"] == "beam 10, length penalty 0.9"
+    assert ours["lora"] == "r=4, alpha=32" and ours["checkpoint_rule"] is None
     assert ours["cells"]["BLEU"] == {"value": pytest.approx(71.0), "std": pytest.approx(2 ** 0.5),
                                      "runs": [pytest.approx(70.0), pytest.approx(72.0)], "approximate": False}
     assert m_rows[0]["cells"]["NIST"] == {"value": 8.62, "pm": None} and m_rows[0]["prior_work"]
@@ -541,7 +542,7 @@ def test_paper_report_layout_for_two_tasks_and_two_seeds(tmp_path):
     # markdown rows as the paper lays them out, ours right below the paper's LoRA row
     assert "| FT* | 354.92M | 68.2 | 8.62 | 46.2 | 71.0 | 2.47 |" in md
     assert ("| LoRA (paper) | 0.35M | 70.4 ± 0.1 | 8.85 ± 0.02 | 46.8 ± 0.2 | 71.8 ± 0.1 | 2.53 ± 0.02 |\n"
-            "| **ours** (`gpt2.md`, 2 runs) |  | 71.00 ± 1.41 | 8.850 ± 0.071 | 46.80 ± 0.00 | 71.80 ± 0.00 | "
+            "| **ours** (`gpt2.md`, 2 runs) | r=4, alpha=32 | 71.00 ± 1.41 | 8.850 ± 0.071 | 46.80 ± 0.00 | 71.80 ± 0.00 | "
             "2.530 ± 0.000 |\n| **GPT-2 L** |") in md
     assert "| AdapterL | 0.88M | 69.1 ± 0.1 | 8.68 ± 0.03 | 46.3 ± 0.0 | 71.4 ± 0.2 | 2.49 ± 0.0 |" in md
     assert "| method | # trainable parameters | BLEU U | BLEU S | BLEU A | METEOR U |" in md
