@@ -166,6 +166,7 @@ def describe_weights(config, *, lora_dropout: float, model_card: str | None,
         base = {"name": Path(base_checkpoint).name, "sha256": file_sha256(weights_file)}
     return {"format": METADATA_FORMAT, "model_config": config.to_hf_config(),
             "lora_dim": config.lora_attn_dim, "lora_alpha": config.lora_attn_alpha, "lora_dropout": lora_dropout,
+            "lora_attn_slices": config.lora_attn_slices,  # files without it: "qv"
             "model_card": None if model_card is None else str(model_card), "base_checkpoint": base}
 
 
