@@ -78,9 +78,10 @@ this adapter further in PEFT would also train the zero blocks.
 """
 
 
-def write_peft_folder(model, out, *, adapter: str, base: str | None, overwrite: bool = False,
-                      inputs: dict | None = None) -> Path:
-    """The model's c_attn LoRA as a PEFT adapter folder ``out`` (see ``peft_adapter``)."""
+def write_peft_folder(model, out, *, adapter: str, base: str | None, base_dir: str | None = None,
+                      overwrite: bool = False, inputs: dict | None = None) -> Path:
+    """The model's c_attn LoRA as a PEFT adapter folder ``out`` (see ``peft_adapter``); ``base`` names the base
+    in the README, ``base_dir`` (an HF folder, or None) is written as base_model_name_or_path."""
     tensors, r, alpha = peft_adapter.exported_tensors(model)
     c_attn = model.transformer.h[0].attn.c_attn
     slices = ", ".join(name for name, on in zip("qkv", c_attn.enable_lora) if on)
@@ -88,7 +89,7 @@ def write_peft_folder(model, out, *, adapter: str, base: str | None, overwrite: 
     with atomic_folder(out, overwrite, inputs=inputs) as temp:
         save_state_dict(tensors, temp / peft_adapter.WEIGHTS_NAME, header=SAFETENSORS_HEADER)
         with atomic_write(temp / peft_adapter.CONFIG_FILE) as handle:
-            json.dump(peft_adapter.adapter_config(r, alpha, base), handle, indent=2)
+            json.dump(peft_adapter.adapter_config(r, alpha, base_dir), handle, indent=2)
         with atomic_write(temp / "README.md") as handle:
             handle.write(_PEFT_README.format(adapter=adapter, base_line=base_line, out_name=Path(out).name, r=r,
                                              alpha=alpha, r0=c_attn.r, slices=slices))
@@ -123,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"export it as a merged model: export hf")
     model = loading.load_model(spec, "cpu", torch.float32, config=config, merge=False)
     if args.format == "peft":
-        out = write_peft_folder(model, args.out, adapter=args.init_checkpoint, base=args.base_checkpoint,
+        base = args.base_checkpoint
+        base_dir = str(Path(base).resolve()) if base and (Path(base) / "config.json").is_file() else None
+        out = write_peft_folder(model, args.out, adapter=args.init_checkpoint, base=base, base_dir=base_dir,
                                 overwrite=args.overwrite, inputs=inputs)
         print(f"wrote {out}: load it with peft.PeftModel.from_pretrained(transformers.GPT2LMHeadModel"
               f".from_pretrained(BASE_DIR), {str(out)!r})", file=sys.stderr)

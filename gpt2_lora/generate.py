@@ -147,10 +147,10 @@ def check_ids(ids: list[list[int]], contexts: list[Context], vocab_size: int, se
 
 # ------------------------------------------------------------------------------------------ the output
 def write_outputs(path: str | None, contexts: list[Context], texts: list[str]) -> None:
-    """.jsonl: {"context", "text"} per input; .txt (and stdout): one output a line."""
+    """.jsonl: {"context", "text"} per input; .txt (and stdout, for None): one output a line."""
     one_line = [t.replace("\r\n", " ").replace("\n", " ").replace("\r", " ") for t in texts]
     if path is None:
-        sys.stdout.write("".join(t + "\n" for t in (texts if len(texts) == 1 else one_line)))
+        sys.stdout.write("".join(t + "\n" for t in one_line))
         return
     with atomic_write(path) as handle:
         if path.endswith(".jsonl"):
@@ -194,10 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     io = p.add_argument_group("input and output")
     source = io.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="contexts, one a line ('-': stdin), or a .jsonl file (see --context_field)")
-    source.add_argument("--prompt", help="one context; its output goes to stdout")
+    source.add_argument("--prompt", help="one context; its output is printed as it is (or see --output)")
     io.add_argument("--context_field", default="context", help="the field of a .jsonl --input that holds the text")
     io.add_argument("--output", default=None, help="a .jsonl ({'context', 'text'} per input, in input order) or .txt "
-                    "(one output a line) file [stdout, one output a line]")
+                    "(one output a line, newlines in it made spaces) file [stdout, one output a line]")
     io.add_argument("--vocab", default=None, help="folder with GPT-2's encoder.json and vocab.bpe "
                     "[$GPT2_LORA_VOCAB, else data/gpt2]")
     cli_flags.add_model_flags(p, init_help="the trained checkpoint (ours, full or LoRA-only; an HF or a PEFT "
@@ -242,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     model = loading.load_model(spec, device, dtype, config=config)
     _say(f"generating for {len(contexts)} context(s) on {device} ({args.precision}), beam {settings.beam}")
     predictions = generate(model, ids, settings, max_batch_inputs=args.max_batch_inputs)
-    write_outputs(args.output, contexts, decode_outputs(tokenizer, predictions))
+    texts = decode_outputs(tokenizer, predictions)
+    if args.prompt is not None and args.output is None:
+        print(texts[0])  # one context: its output as it is
+    else:
+        write_outputs(args.output, contexts, texts)
     if args.output is not None:
         _say(f"wrote {len(contexts)} output(s) to {args.output}")
     return 0

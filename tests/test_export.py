@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gpt2_lora import export, trainstate
+from gpt2_lora.checkpoint import load_checkpoint_file
 from gpt2_lora.errors import UserError
 from gpt2_lora.loading import ModelSpec, load_model, resolve_config
 from tiny_models import hf_base, ids, lora_model, our_logits, save_adapter
@@ -48,6 +49,7 @@ def test_peft_export_loads_in_peft_with_our_logits(base, adapter, tmp_path):
                         "--out", str(tmp_path / "peft")]) == 0
     config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
     assert (config["r"], config["lora_alpha"], config["target_modules"], config["fan_in_fan_out"]) == (4, 16, ["c_attn"], True)
+    assert config["base_model_name_or_path"] == str(base.resolve())
     assert sorted(p.name for p in (tmp_path / "peft").iterdir()) == ["README.md", "adapter_config.json",
                                                                      "adapter_model.safetensors"]
     tokens = ids()
@@ -90,6 +92,15 @@ def test_train_save_merged_writes_the_same_hf_folder(base, adapter, tmp_path, sa
     # a second save replaces the folder whole
     trainstate.save_merged(ours.config, weights, tmp_path, seed=0, init_checkpoint=str(base), save_format=save_format)
     assert sorted(p.name for p in (tmp_path / "merged").iterdir()) == sorted(["config.json", name])
+
+
+def test_a_base_file_becomes_an_hf_folder(base, tmp_path):
+    torch.save(load_checkpoint_file(base), tmp_path / "gpt2-pytorch_model.bin")  # a downloaded base: no config.json
+    (tmp_path / "gpt2-config.json").write_text((base / "config.json").read_text())
+    assert export.main(["hf", "--init_checkpoint", str(tmp_path / "gpt2-pytorch_model.bin"), "--model_card",
+                        str(tmp_path / "gpt2-config.json"), "--out", str(tmp_path / "gpt2-hf")]) == 0
+    tokens = ids()
+    assert _max_diff(_logits(_hf(tmp_path / "gpt2-hf"), tokens), _logits(_hf(base), tokens)) <= TOL
 
 
 def test_out_folder_is_refused_unless_overwrite_and_never_half_written(base, adapter, tmp_path, capsys, monkeypatch):

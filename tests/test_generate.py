@@ -95,12 +95,15 @@ def test_stdin_and_txt_output(run, tmp_path, monkeypatch):
     assert (tmp_path / "o.txt").read_text(encoding="utf-8").split("\n") == [*expected, ""]
 
 
-def test_prompt_prints_to_stdout(run, tmp_path, capsys):
-    (tmp_path / "one.txt").write_text(CONTEXTS[1] + "\n")
-    assert run("--input", str(tmp_path / "one.txt"), "--output", str(tmp_path / "o.jsonl"), *FAST) == 0
+def test_prompt_and_input_print_to_stdout(run, tmp_path, capsys):
+    (tmp_path / "c.txt").write_text("".join(c + "\n" for c in CONTEXTS))
+    assert run("--input", str(tmp_path / "c.txt"), "--output", str(tmp_path / "o.jsonl"), *FAST) == 0
+    texts = [r["text"] for r in _records(tmp_path / "o.jsonl")]
     capsys.readouterr()
     assert run("--prompt", CONTEXTS[1], *FAST) == 0
-    assert capsys.readouterr().out == _records(tmp_path / "o.jsonl")[0]["text"] + "\n"
+    assert capsys.readouterr().out == texts[1] + "\n"
+    assert run("--input", str(tmp_path / "c.txt"), *FAST) == 0
+    assert capsys.readouterr().out == "".join(t.replace("\n", " ") + "\n" for t in texts)
 
 
 def test_paper_defaults_and_greedy(run, files, tokenizer, capsys):

@@ -110,6 +110,17 @@ def test_hf_folders_as_init_or_base(base, trained):
         resolve_config(ModelSpec(init_checkpoint=str(base / "missing")))
 
 
+def test_legacy_torch_files_still_load(base, tmp_path):
+    """Files in torch's pre-zip layout (as old hub downloads are) hold no description; they load as before."""
+    legacy = tmp_path / "gpt2-pytorch_model.bin"
+    torch.save(load_checkpoint_file(base), legacy, _use_new_zipfile_serialization=False)
+    assert read_metadata(legacy) is None
+    model = load_model(ModelSpec(init_checkpoint=str(legacy), model_card=str(base / "config.json")))
+    reference = load_model(ModelSpec(init_checkpoint=str(base)))
+    tokens = ids()
+    assert torch.equal(our_logits(model, tokens), our_logits(reference, tokens))
+
+
 def test_trained_over_random_weights_cannot_be_used_as_an_adapter(base, tmp_path):
     model = lora_model(base)
     adapter = save_adapter(model, tmp_path / "model.1.pt", None)
