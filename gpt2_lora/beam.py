@@ -458,17 +458,9 @@ def build_parser() -> Parser:
 
 def load_model(args: argparse.Namespace, config: GPT2Config, device: torch.device,
                dtype: torch.dtype) -> GPT2LMModel:
-    from .checkpoint import load_into
+    from . import loading
 
-    model = GPT2LMModel(config)
-    paths = [p for p in (args.base_checkpoint, args.init_checkpoint) if p]
-    if paths:
-        report = load_into(model, *paths)
-        print(f"loaded {' + '.join(paths)} ({report.kind})", file=sys.stderr)
-    else:
-        print("warning: no --init_checkpoint; decoding with random weights", file=sys.stderr)
-    lora.merge(model)  # W + BA once, so decoding runs plain matmuls
-    return model.eval().to(device=device, dtype=dtype)
+    return loading.load_model(loading.spec_from_args(args), device, dtype, config=config)  # merged, eval mode
 
 
 @cli
@@ -483,7 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and dtype == torch.float32:
         torch.backends.cuda.matmul.allow_tf32 = False  # the parity path keeps full fp32 matmuls
     settings = settings_from_args(args)
-    config = GPT2Config.resolve(args.model_card, lora_attn_dim=args.lora_dim, lora_attn_alpha=args.lora_alpha)
+    from . import loading  # model flags left at their defaults yield to the checkpoint's own description
+
+    config = loading.resolve_config(loading.spec_from_args(args, build_parser(), argv))
     settings.check(config)
     if args.max_batch_inputs < 0:
         raise UserError(f"--max_batch_inputs must be >= 0 (0: as many as fit), got {args.max_batch_inputs}")

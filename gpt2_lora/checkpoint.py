@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -147,7 +148,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
             raise UserError(f"{path}: its {METADATA_KEY} metadata is not JSON") from None
     else:
         try:
-            value = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(METADATA_KEY)
+            # mmap reads only the small entry, but torch can map only its zip layout (older files are not)
+            value = torch.load(path, map_location="cpu", weights_only=True,
+                               mmap=zipfile.is_zipfile(path)).get(METADATA_KEY)
         except Exception as err:  # the same errors as load_checkpoint_file, which names them
             raise UserError(f"{path}: not a readable torch checkpoint ({_one_line(err)})") from None
     if value is not None and not isinstance(value, dict):
@@ -166,6 +169,7 @@ def describe_weights(config, *, lora_dropout: float, model_card: str | None,
         base = {"name": Path(base_checkpoint).name, "sha256": file_sha256(weights_file)}
     return {"format": METADATA_FORMAT, "model_config": config.to_hf_config(),
             "lora_dim": config.lora_attn_dim, "lora_alpha": config.lora_attn_alpha, "lora_dropout": lora_dropout,
+            "lora_attn_slices": config.lora_attn_slices,  # files without it: "qv"
             "model_card": None if model_card is None else str(model_card), "base_checkpoint": base}
 
 

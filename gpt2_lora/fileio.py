@@ -1,10 +1,11 @@
-"""Small file helpers shared by every stage: atomic writes and strict UTF-8 line reading."""
+"""Small file helpers shared by every stage: atomic writes (files and folders) and strict UTF-8 line reading."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -164,3 +165,53 @@ def read_lines(path: str | os.PathLike, what: str = "file") -> list[str]:
     if text.endswith("\n"):
         text = text[:-1]
     return text.split("\n") if text else []
+
+
+def check_output_folder(path: str | os.PathLike, overwrite: bool = False, flag: str = "--out",
+                        inputs: dict[str, str | os.PathLike | None] | None = None) -> None:
+    """``atomic_folder``'s checks, to run before any work: a non-empty folder needs ``overwrite``; the folder
+    may not be, or hold, an input."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise UserError(f"{flag} {path}: exists and is not a folder")
+        if not overwrite and any(path.iterdir()):
+            raise UserError(f"{flag} {path}: exists and is not empty (pass --overwrite to replace it)")
+    for in_flag, value in (inputs or {}).items():
+        where = None if value is None else Path(value).resolve()
+        if where is not None and (where == path.resolve() or path.resolve() in where.parents):
+            raise UserError(f"{flag} {path} holds the {in_flag} input {value}: writing it would destroy the input")
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, overwrite: bool = False, flag: str = "--out",
+                  inputs: dict[str, str | os.PathLike | None] | None = None) -> Iterator[Path]:
+    """A folder written whole or not at all: the block fills a temp folder beside ``path``, which is renamed
+    into place when the block finishes (an error removes it). An existing non-empty ``path`` is refused unless
+    ``overwrite``, and then replaced only once the new folder is complete (a symlink is replaced, not its
+    target). ``path`` may not be, or hold, any of ``inputs`` (flag -> path)."""
+    path = Path(path)
+    check_output_folder(path, overwrite, flag, inputs)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror}") from None
+    old = Path(f"{temp}.old")
+    try:
+        yield temp
+        os.chmod(temp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give the folder the usual permissions
+        if path.exists() or path.is_symlink():
+            os.replace(path, old)
+        os.replace(temp, path)
+    except BaseException as err:
+        shutil.rmtree(temp, ignore_errors=True)
+        if (old.exists() or old.is_symlink()) and not path.exists():
+            os.replace(old, path)  # the rename of the new folder failed: put the old one back
+        if isinstance(err, OSError):
+            raise UserError(f"cannot write {path}: {err.strerror} (left unchanged)") from None
+        raise
+    if old.is_symlink() or old.is_file():
+        old.unlink()
+    elif old.exists():
+        shutil.rmtree(old, ignore_errors=True)

@@ -2,9 +2,10 @@
 
 Same architecture, parameter names and shapes as upstream ``src/model.py`` (and HF GPT-2): pre-LN
 blocks, tanh-GELU, a tied LM head, no dropout except LoRA's, and ``attn.c_attn`` a
-``lora.MergedLinear`` with q and v adapted. Differences: attention goes through
-``F.scaled_dot_product_attention``; a preallocated ``KVCache`` replaces upstream's concatenated
-``past``; ``load_weight`` refuses to leave the backbone random (upstream issue #138).
+``lora.MergedLinear`` with q and v adapted (``lora_attn_slices`` can add k, for imported adapters).
+Differences: attention goes through ``F.scaled_dot_product_attention``; a preallocated ``KVCache``
+replaces upstream's concatenated ``past``; ``load_weight`` refuses to leave the backbone random
+(upstream issue #138).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ CARDS: dict[str, dict[str, int]] = {
     "gpt2.lg": dict(n_embd=1280, n_layer=36, n_head=20),
 }
 
+# Which of c_attn's q, k, v slices may carry LoRA (in that order).
+LORA_SLICES = ("q", "k", "v", "qk", "qv", "kv", "qkv")
+
 # HF config.json keys that map one-to-one onto ours.
 _HF_KEYS = ("vocab_size", "n_positions", "n_ctx", "n_embd", "n_layer", "n_head", "layer_norm_epsilon",
             "initializer_range")
@@ -58,6 +62,7 @@ class GPT2Config:
     lora_attn_alpha: int = 128
     lora_dropout: float = 0.0
     lora_init: str = "default"  # or "gaussian" (A and B ~ N(0, 0.02))
+    lora_attn_slices: str = "qv"  # the c_attn slices with LoRA: the paper's q and v, or e.g. "qkv" (PEFT adapters)
 
     def __post_init__(self):
         for name in ("vocab_size", "n_positions", "n_ctx", "n_embd", "n_layer", "n_head"):
@@ -70,6 +75,13 @@ class GPT2Config:
             raise UserError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.lora_init not in lora.INITS:
             raise UserError(f"lora_init must be one of {', '.join(lora.INITS)}, got {self.lora_init!r}")
+        if self.lora_attn_slices not in LORA_SLICES:
+            raise UserError(f"lora_attn_slices must be one of {', '.join(LORA_SLICES)}, got {self.lora_attn_slices!r}")
+
+    @property
+    def enable_lora(self) -> list[bool]:
+        """``MergedLinear``'s enable_lora for c_attn (q, k, v): [True, False, True] for the paper's "qv"."""
+        return [name in self.lora_attn_slices for name in "qkv"]
 
     @classmethod
     def _build(cls, values: Mapping[str, Any], what: str) -> "GPT2Config":
@@ -238,7 +250,7 @@ class Attention(nn.Module):
         lora_kwargs = {} if config.lora_init == "default" else {"init": config.lora_init}
         self.c_attn = lora.MergedLinear(
             config.n_embd, 3 * config.n_embd, r=config.lora_attn_dim, lora_alpha=config.lora_attn_alpha,
-            lora_dropout=config.lora_dropout, enable_lora=[True, False, True], fan_in_fan_out=True,
+            lora_dropout=config.lora_dropout, enable_lora=config.enable_lora, fan_in_fan_out=True,
             merge_weights=False, **lora_kwargs)  # as upstream: decoding merges explicitly
         self.c_proj = Conv1D(config.n_embd, config.n_embd)
 

@@ -197,8 +197,9 @@ class RunLog:
 
 def save_merged(config: GPT2Config, weights: dict[str, torch.Tensor], work_dir: Path, seed: int,
                 init_checkpoint: str | None, save_format: str) -> Path:
-    """Rebuild the fp32 base (same seed and checkpoint), load the trained weights, merge LoRA, and
-    write an HF-style folder (config.json + weights with HF GPT-2 names, as upstream load_weight reads)."""
+    """Rebuild the fp32 base (same seed and checkpoint), load the trained weights, and write the merged
+    model as an HF folder (config.json + weights with HF GPT-2 names, as upstream load_weight reads),
+    replaced whole."""
     saved = torch.get_rng_state()
     torch.manual_seed(seed)
     model = GPT2LMModel(config)
@@ -206,12 +207,8 @@ def save_merged(config: GPT2Config, weights: dict[str, torch.Tensor], work_dir: 
     if init_checkpoint is not None:
         model.load_weight(load_checkpoint_file(init_checkpoint))
     model.load_state_dict(weights, strict=False)
-    lora.merge(model)  # W + ΔW; the parameters are read (no LoRA keys, no metadata)
-    state = {k[len("transformer."):]: v.detach().contiguous() for k, v in model.named_parameters()
-             if "lora_" not in k}
-    out = work_dir / "merged"
+    from .export import write_hf_folder  # the folder `gpt2-lora-export hf` writes (transformers loads it)
+
     name = "model.safetensors" if save_format == "safetensors" else "pytorch_model.bin"
-    save_state_dict(state, out / name)
-    with atomic_write(out / "config.json") as handle:
-        json.dump(config.to_hf_config(), handle, indent=2)
-    return out / name
+    return write_hf_folder(model, work_dir / "merged", weights_name=name, overwrite=True,
+                           inputs={"--init_checkpoint": init_checkpoint})
