@@ -22,15 +22,13 @@ import torch
 
 from . import cli as cli_flags
 from . import loading
-from .beam import BeamSettings, generate
+from .beam import PAPER_SETTINGS, BeamSettings, add_decoding_flags, generate, settings_from_args
 from .data import EOS_ID
 from .decode import first_segment
 from .errors import UserError, cli
 from .fileio import atomic_write, check_outputs
 
-# The paper's E2E decoding (microsoft/LoRA's README beam command): 628 is "\n\n".
-DEFAULTS = BeamSettings(beam=10, eval_len=64, seq_len=512, min_length=0, length_penalty=0.8,
-                        no_repeat_ngram_size=4, repetition_penalty=1.0, eos_token_id=(EOS_ID, 628))
+DEFAULTS = PAPER_SETTINGS  # the paper's E2E decoding (microsoft/LoRA's README beam command)
 OUTPUT_SUFFIXES = (".jsonl", ".txt")
 
 
@@ -162,30 +160,17 @@ def write_outputs(path: str | None, contexts: list[Context], texts: list[str]) -
 
 # ---------------------------------------------------------------------------------------------- the CLI
 def _add_decoding_flags(parser: argparse.ArgumentParser, defaults: BeamSettings):
-    """gpt2_lora.beam's decoding flags with ``defaults`` (to become beam.add_decoding_flags)."""
-    g = parser.add_argument_group("decoding (gpt2_lora.beam's flags)")
-    g.add_argument("--beam", type=int, default=defaults.beam, help="beam size (1: greedy)")
-    g.add_argument("--length_penalty", type=float, default=defaults.length_penalty, help="length penalty")
-    g.add_argument("--no_repeat_ngram_size", type=int, default=defaults.no_repeat_ngram_size,
-                   help="n-grams of this size never repeat (0: off)")
-    g.add_argument("--repetition_penalty", type=float, default=defaults.repetition_penalty, help="repetition penalty")
-    g.add_argument("--min_length", type=int, default=defaults.min_length, help="EOS is banned before this length")
-    g.add_argument("--eval_len", type=int, default=defaults.eval_len, help="most tokens to generate")
-    g.add_argument("--seq_len", type=int, default=defaults.seq_len, help="contexts keep seq_len - eval_len tokens")
-    g.add_argument("--eos_token_id", action="append", type=int, default=list(defaults.eos_token_id),
-                   help="an extra EOS id (repeatable; the default ones always end)")
+    """gpt2_lora.beam's decoding flags with ``defaults``, and the batching cap."""
+    g = add_decoding_flags(parser, defaults, parser.add_argument_group("decoding (gpt2_lora.beam's flags)"))
     g.add_argument("--max_batch_inputs", type=int, default=0,
                    help="most distinct inputs searched together (0: as many as fit in memory)")
     return g
 
 
 def _settings_from_args(args: argparse.Namespace) -> BeamSettings:
-    """The decoding flags as BeamSettings (to become beam.settings_from_args)."""
     if args.max_batch_inputs < 0:
         raise UserError(f"--max_batch_inputs must be >= 0 (0: as many as fit), got {args.max_batch_inputs}")
-    return BeamSettings(beam=args.beam, eval_len=args.eval_len, seq_len=args.seq_len, min_length=args.min_length,
-                        length_penalty=args.length_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                        repetition_penalty=args.repetition_penalty, eos_token_id=tuple(args.eos_token_id))
+    return settings_from_args(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
