@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import lora
-from .batching import read_encoded
+from .data import read_encoded
 from .data import EOS_ID
 from .devices import resolve_device
 from .errors import UserError, cli

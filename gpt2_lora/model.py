@@ -59,17 +59,17 @@ class GPT2Config:
     lora_dropout: float = 0.0
     lora_init: str = "default"  # or "gaussian" (A and B ~ N(0, 0.02))
 
-    def __post_init__(self):
+    def __post_init__(self):  # ValueError in the field names; card/from_hf_config/resolve name the source
         for name in ("vocab_size", "n_positions", "n_ctx", "n_embd", "n_layer", "n_head"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
-        if self.lora_attn_dim < 0:
-            raise UserError(f"lora_attn_dim (--lora_dim) must be >= 0, got {self.lora_attn_dim}")
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.lora_attn_dim < 0:  # the flag in brackets: beam's CLI shows this message as it is
+            raise ValueError(f"lora_attn_dim (--lora_dim) must be >= 0, got {self.lora_attn_dim}")
         if self.n_embd % self.n_head != 0:
-            raise UserError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.lora_init not in lora.INITS:
-            raise UserError(f"lora_init must be one of {', '.join(lora.INITS)}, got {self.lora_init!r}")
+            raise ValueError(f"lora_init must be one of {', '.join(lora.INITS)}, got {self.lora_init!r}")
 
     @classmethod
     def _build(cls, values: Mapping[str, Any], what: str) -> "GPT2Config":
@@ -79,7 +79,7 @@ class GPT2Config:
             raise UserError(f"{what}: unknown GPT2Config field(s) {', '.join(unknown)}")
         try:
             return cls(**values)
-        except UserError as err:
+        except ValueError as err:
             raise UserError(f"{what}: {err}") from None
 
     @classmethod

@@ -1,227 +1,22 @@
-"""Training: upstream's loss, AdamW and schedules against hand-written references; over-fitting,
-bit-exact resume, checkpoint formats and one-line CLI errors. A tiny GPT-2 (vocab 128) on the CPU."""
+"""Training end to end through the CLI (gpt2_lora.train): over-fitting, bit-exact resume, batching modes,
+checkpoint formats and limits, DDP on two CPU processes, and one-line errors about files and work dirs.
+A tiny GPT-2 (vocab 128) on the CPU."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from gpt2_lora import lora
-from gpt2_lora.batching import BatchPlan, Layout, collate, collate_packed, pack_rows, packed_shape, read_encoded
 from gpt2_lora.checkpoint import load_checkpoint_file
+from gpt2_lora.data import read_encoded
 from gpt2_lora.model import GPT2Config, GPT2LMModel
-from gpt2_lora.optim import AdamW, Schedule
 from gpt2_lora.train import main
-from gpt2_lora.trainstep import LossModel, autocast, batch_args, evaluate, store_frozen_weights
-
-TINY = dict(vocab_size=128, n_positions=64, n_ctx=64, n_embd=32, n_layer=2, n_head=2)
-
-
-def copy_task(n: int, seed: int) -> list[tuple[list[int], list[int]]]:
-    """Context: 2-4 tokens + "eos" 127; completion: each token + 60, then 127 (easy to over-fit)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        c = [rng.randint(2, 12) for _ in range(rng.randint(2, 4))]
-        out.append((c + [127], [t + 60 for t in c] + [127]))
-    return out
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    for name, n, seed in (("train", 16, 0), ("valid", 8, 1)):
-        with open(root / f"{name}.jsonl", "w") as f:
-            for c, p in copy_task(n, seed):
-                f.write(json.dumps({"context": c, "completion": p}) + "\n")
-    (root / "config.json").write_text(json.dumps(TINY))
-    return root
-
-
-def base_args(files, work_dir, *extra):
-    return ["--train_data", str(files / "train.jsonl"), "--valid_data", str(files / "valid.jsonl"),
-            "--model_card", str(files / "config.json"), "--seq_len", "32", "--work_dir", str(work_dir),
-            "--device", "cpu", "--log_interval", "2", "--random_seed", "3", *extra]
-
-
-def tiny_model(r=4, seed=0, dropout=0.0) -> GPT2LMModel:
-    torch.manual_seed(seed)
-    model = GPT2LMModel(GPT2Config(**TINY, lora_attn_dim=r, lora_attn_alpha=8, lora_dropout=dropout))
-    with torch.no_grad():  # non-zero B, so LoRA matters
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2)
-    return model
-
-
-def reference_loss(model, examples, seq_len, label_smooth):
-    """Upstream GPT2LMModel.forward loss, written out: full (B, seq_len) logits of upstream's padded
-    tensors, per-token (1-eps)*NLL + eps*mean(-log p) (eps > 0.0001), masked sum / (mask sum + 1e-4)."""
-    layout = Layout(examples, seq_len)
-    inp, tgt, msk = (torch.from_numpy(__import__("numpy").stack(x)) for x in
-                     zip(*(layout.dense(i) for i in range(len(examples)))))
-    logp = F.log_softmax(model(inp).double(), dim=-1)
-    nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-    loss = (1 - label_smooth) * nll + label_smooth * (-logp.mean(-1)) if label_smooth > 0.0001 else nll
-    return float((loss * msk).sum().detach() / (msk.sum() + 0.0001))
-
-
-@pytest.mark.parametrize("label_smooth", [0.0, 0.1])
-def test_loss_equals_upstream_formula(label_smooth):
-    model = tiny_model().eval()
-    examples = copy_task(6, seed=5)
-    layout = Layout(examples, 32)
-    batch = collate(layout, list(range(6)), pad_multiple=8, select_multiple=8)
-    with torch.no_grad():
-        ours = float(LossModel(model, label_smooth)(batch.input_ids, batch.index, batch.target, batch.weight))
-    assert ours == pytest.approx(reference_loss(model, examples, 32, label_smooth), rel=1e-6)
-
-
-def test_packed_loss_and_gradients_equal_dynamic():
-    """Several examples per row, block-diagonal attention, positions from 0: the same function."""
-    model = tiny_model()
-    examples = copy_task(9, seed=6)
-    layout = Layout(examples, 32)
-    rows = pack_rows(range(9), layout.n, 24)
-    assert len(rows) < 9  # examples really share rows
-    packed = collate_packed(layout, rows, 24, len(rows) + 1, select_multiple=16)  # one empty row too
-    dynamic = collate(layout, list(range(9)), pad_multiple=8)
-    loss_model = LossModel(model, 0.1)
-    assert_same_loss_and_gradients(model, lambda: loss_model(*batch_args(packed)),
-                                   lambda: loss_model(*batch_args(dynamic)))
-
-
-def assert_same_loss_and_gradients(model, first, second):
-    """``first()`` and ``second()`` (losses of ``model``) agree in value and trainable gradients."""
-    results = []
-    for loss_fn in (first, second):
-        model.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        results.append((float(loss.detach()), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
-    (loss_a, grads_a), (loss_b, grads_b) = results
-    assert loss_a == pytest.approx(loss_b, rel=1e-6)
-    for a, b in zip(grads_a, grads_b):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-
-
-def reference_varlen_flash(q, k, v, cu_q, cu_k, max_q, max_k, dropout, causal, debug):
-    """A plain stand-in for aten._flash_attention_forward(varlen): causal SDPA segment by segment."""
-    assert cu_q is cu_k and dropout == 0.0 and causal and not debug and q.dim() == 3
-    out = torch.zeros_like(q)
-    bounds = cu_q.tolist()
-    for start, end in zip(bounds, bounds[1:]):
-        if end > start:  # zero-length segments pad cu_seqlens to a fixed size
-            assert end - start <= max_q
-            seg = [t[start:end].transpose(0, 1) for t in (q, k, v)]  # (heads, n, head_dim)
-            out[start:end] = F.scaled_dot_product_attention(*seg, is_causal=True).transpose(0, 1)
-    return out, None, None, None, None
-
-
-def test_packed_segments_path_equals_mask_path(monkeypatch):
-    """The variable-length attention path (model.Segments: (B*T, heads, head_dim) views, cu_seqlens
-    padded with zero-length segments) computes what the dense block-diagonal mask computes; the
-    flash kernel itself is checked against the mask on CUDA in test_gpu.py."""
-    from gpt2_lora import model as model_module
-    monkeypatch.setattr(model_module, "FLASH_VARLEN", reference_varlen_flash)
-    model = tiny_model()
-    layout = Layout(copy_task(9, seed=6), 32)
-    rows = pack_rows(range(9), layout.n, 24)
-    packed = collate_packed(layout, rows, 24, len(rows) + 1, 16, max_segments=4 * (len(rows) + 1))
-    assert int((packed.cu_seqlens[1:] == packed.cu_seqlens[:-1]).sum()) > 0  # zero-length segments present
-    assert_same_loss_and_gradients(model, lambda: LossModel(model, 0.1, varlen=True)(*batch_args(packed)),
-                                   lambda: LossModel(model, 0.1, varlen=False)(*batch_args(packed)))
-
-
-def test_bf16_residual_stream_is_close_and_is_bf16():
-    """--residual bf16 rounds the residual stream to bf16 (the blocks' outputs come out bf16); the
-    loss stays within bf16 tolerance of the fp32 stream."""
-    model = tiny_model().eval()
-    batch = collate(Layout(copy_task(6, seed=5), 32), list(range(6)), pad_multiple=8)
-    lora.mark_only_lora_as_trainable(model)
-    store_frozen_weights(model, "bf16")
-    seen = []
-    model.transformer.h[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    with torch.no_grad(), autocast(torch.device("cpu"), "bf16"):
-        losses = [float(LossModel(model, 0.1, "bf16", residual)(*batch_args(batch))) for residual in ("fp32", "bf16")]
-    assert seen == [torch.float32, torch.bfloat16]
-    assert losses[1] == pytest.approx(losses[0], rel=2e-2)
-
-
-def test_bf16_loss_close_to_fp32():
-    model = tiny_model().eval()
-    batch = collate(Layout(copy_task(6, seed=5), 32), list(range(6)), pad_multiple=8)
-    args = (batch.input_ids, batch.index, batch.target, batch.weight)
-    with torch.no_grad():
-        fp32 = float(LossModel(model, 0.1)(*args))
-        lora.mark_only_lora_as_trainable(model)
-        assert store_frozen_weights(model, "bf16") == 4 * TINY["n_layer"]  # c_attn, c_proj, c_fc, mlp.c_proj
-        with autocast(torch.device("cpu"), "bf16"):
-            bf16 = float(LossModel(model, 0.1, "bf16")(*args))
-    assert bf16 == pytest.approx(fp32, rel=2e-2)
-    assert bf16 != fp32
-
-
-def test_validation_loss_is_upstreams_mean_of_batch_means():
-    model = tiny_model().eval()
-    examples = copy_task(10, seed=2)
-    layout = Layout(examples, 32)
-    groups = [[0, 9, 3], [1, 2, 4, 5, 6, 7, 8]]  # any forward grouping gives the same answer
-    batches = [collate(layout, g, pad_multiple=8, select_multiple=8) for g in groups]
-    got = evaluate(LossModel(model), batches, 10, torch.device("cpu"), "fp32", valid_batch_size=4)
-    with torch.no_grad():
-        expected = sum(reference_loss(model, examples[i:i + 4], 32, 0.0) for i in range(0, 10, 4)) / 3
-    assert got["valid_loss"] == pytest.approx(expected, rel=1e-6)
-
-
-def upstream_adamw_reference(params, grads_per_step, lrs, betas, eps, wd, correct_bias):
-    """Upstream optimizer.AdamW.step, one parameter at a time, as plain tensor maths."""
-    params = [p.clone() for p in params]
-    m = [torch.zeros_like(p) for p in params]
-    v = [torch.zeros_like(p) for p in params]
-    for t, (grads, lr) in enumerate(zip(grads_per_step, lrs), 1):
-        for k, g in enumerate(grads):
-            m[k] = m[k] * betas[0] + g * (1 - betas[0])
-            v[k] = v[k] * betas[1] + g * g * (1 - betas[1])
-            step = lr * math.sqrt(1 - betas[1] ** t) / (1 - betas[0] ** t) if correct_bias else lr
-            params[k] = params[k] - step * m[k] / (v[k].sqrt() + eps)
-            params[k] = params[k] - lr * wd * params[k]  # decay after the update, on the new weight
-    return params
-
-
-@pytest.mark.parametrize("correct_bias,wd", [(True, 0.01), (False, 0.0), (True, 0.0)])
-def test_adamw_matches_upstream_update(correct_bias, wd):
-    torch.manual_seed(0)
-    start = [torch.randn(4, 3, dtype=torch.float64), torch.randn(5, dtype=torch.float64)]
-    grads = [[torch.randn_like(p) for p in start] for _ in range(5)]
-    lrs = [0.0, 0.01, 0.02, 0.015, 0.005]
-    params = [torch.nn.Parameter(p.clone()) for p in start]
-    opt = AdamW(params, lr=1.0, betas=(0.9, 0.999), eps=1e-6, weight_decay=wd, correct_bias=correct_bias)
-    for g, lr in zip(grads, lrs):
-        for p, gk in zip(params, g):
-            p.grad = gk.clone()
-        opt.param_groups[0]["lr"] = lr
-        opt.step()
-    expected = upstream_adamw_reference(start, grads, lrs, (0.9, 0.999), 1e-6, wd, correct_bias)
-    for p, e in zip(params, expected):
-        torch.testing.assert_close(p.detach(), e, rtol=1e-12, atol=1e-14)
-
-
-def test_schedules():
-    linear = Schedule("linear", 1.0, warmup_step=2, max_step=6)
-    assert [linear(i) for i in range(8)] == [0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
-    assert [Schedule("constant", 2.0, warmup_step=4)(i) for i in (0, 1, 4, 9)] == [0.0, 0.5, 2.0, 2.0]
-    cosine = Schedule("cosine", 1.0, warmup_step=2, max_step=10)
-    assert [cosine(i) for i in (0, 1, 2, 5, 10, 12)] == pytest.approx([0.0, 0.5, 0.9045085, 0.5, 0.0, 0.0])
-    assert Schedule("inv_sqrt", 0.3)(100) == 0.3  # upstream builds no scheduler for it
-    cycle = Schedule("cycle", 1.0, i_steps=[0, 4, 8], i_lrs=[0.1, 0.5, 0.3])
-    assert [cycle(i) for i in (0, 2, 4, 6, 9)] == pytest.approx([0.1, 0.3, 0.5, 0.4, 0.3], rel=1e-5)
+from gpt2_lora.training.batching import Layout, collate_packed
+from gpt2_lora.training.sampling import BatchPlan, packed_shape
+from tiny_training import TINY, base_args, files, run_cli, tiny_model  # noqa: F401 (files: a fixture)
 
 
 def test_tiny_model_overfits(files, tmp_path):
@@ -290,8 +85,8 @@ def test_packed_compile_traces_once_for_every_masked_entry_count(files, tmp_path
     since K is marked dynamic. K is rounded to 8 here (64 in real runs) so that it does vary, and the
     compiler backend is a counting eager one to stay fast; without the marking dynamo traces again."""
     import torch._dynamo
-    from gpt2_lora import train as train_module
-    traces, real_compile, real_shape = [], torch.compile, train_module.packed_shape
+    from gpt2_lora.training import config as config_module
+    traces, real_compile, real_shape = [], torch.compile, config_module.packed_shape
 
     def counting(gm, example_inputs):
         traces.append(gm)
@@ -299,7 +94,7 @@ def test_packed_compile_traces_once_for_every_masked_entry_count(files, tmp_path
 
     monkeypatch.setattr(torch, "compile", lambda fn, mode=None, dynamic=None: real_compile(fn, backend=counting,
                                                                                           dynamic=dynamic))
-    monkeypatch.setattr(train_module, "packed_shape",
+    monkeypatch.setattr(config_module, "packed_shape",
                         lambda *a, **k: real_shape(*a, **k)._replace(select_multiple=8))
     torch._dynamo.reset()
     main(base_args(files, tmp_path / "run", "--lora_dim", "4", "--lora_alpha", "8", "--max_step", "6",
@@ -334,41 +129,6 @@ def test_full_finetune_safetensors_and_merged(files, tmp_path):
     ids = torch.tensor([[5, 9, 127, 65, 69]])
     with torch.no_grad():
         torch.testing.assert_close(merged.eval()(ids), with_lora.eval()(ids), rtol=1e-5, atol=1e-5)
-
-
-def run_cli(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    return exit_info.value.code, err
-
-
-@pytest.mark.parametrize("extra,message", [
-    (["--max_epoch", "1", "--precision", "fp8"], "--precision"),
-    (["--max_epoch", "1", "--lora_dim", "-1"], "--lora_dim"),
-    ([], "--max_epoch or --max_step"),
-    (["--max_epoch", "1", "--fp16"], "CUDA"),
-    (["--max_epoch", "1", "--init_checkpoint", "/nonexistent/gpt2.bin"], "not found"),
-    (["--max_epoch", "1", "--resume"], "nothing to resume"),
-    (["--max_epoch", "1", "--max_tokens", "64"], "--batching bucketed"),
-    (["--max_epoch", "1", "--batching", "packed"], "--batching packed needs --max_tokens"),
-    (["--max_epoch", "1", "--batching", "packed", "--max_tokens", "64", "--pack_len", "8"], "--pack_len 8"),
-    (["--max_epoch", "1", "--batching", "packed", "--max_tokens", "16", "--pack_len", "32"], "less than one row"),
-    (["--max_epoch", "1", "--residual", "bf16"], "--residual bf16 needs --precision bf16"),
-    (["--max_epoch", "1", "--packed_attention", "varlen"], "needs --batching packed"),
-    (["--max_epoch", "1", "--batching", "packed", "--max_tokens", "64", "--precision", "bf16",
-      "--packed_attention", "varlen"], "needs a CUDA device"),
-    (["--max_epoch", "1", "--lr", "nan"], "--lr must be a finite number >= 0"),
-    (["--max_epoch", "1", "--adam_epislon", "0"], "--adam_epislon must be a finite number > 0"),
-    (["--max_epoch", "1", "--clip", "-1"], "--clip must be a finite number >= 0 (0 = no clipping)"),
-    (["--max_epoch", "1", "--weight_decay", "-0.1"], "--weight_decay must be"),
-    (["--max_epoch", "1", "--lora_dim", "4", "--lora_alpha", "0"], "--lora_alpha must be > 0"),
-    (["--max_epoch", "1", "--resume", "--overwrite"], "give one"),
-    (["--scheduler", "cycle"], "--scheduler cycle trains for --i_steps' last step"),
-])
-def test_bad_flags_are_one_line_errors(files, tmp_path, capsys, extra, message):
-    code, err = run_cli(base_args(files, tmp_path / "w", *extra), capsys)
-    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
 
 
 def test_unreadable_resume_file_is_one_line_and_left_in_place(files, tmp_path, capsys):
