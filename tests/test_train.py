@@ -15,8 +15,9 @@ from gpt2_lora.data import read_encoded
 from gpt2_lora.model import GPT2Config, GPT2LMModel
 from gpt2_lora.train import main
 from gpt2_lora.training.batching import Layout, collate_packed
+from gpt2_lora.training.rundir import RunDir
 from gpt2_lora.training.sampling import BatchPlan, packed_shape
-from tiny_training import TINY, base_args, files, run_cli, tiny_model  # noqa: F401 (files: a fixture)
+from tiny_training import TINY, base_args, files, log_records, run_cli, tiny_model  # noqa: F401 (files: a fixture)
 
 
 def test_tiny_model_overfits(files, tmp_path):
@@ -272,3 +273,97 @@ def test_a_diverged_loss_stops_the_run(files, tmp_path, capsys):
     code, err = run_cli(base_args(files, tmp_path / "w", "--lora_dim", "0", "--max_step", "40", "--lr", "1e30",
                                   "--warmup_step", "0", "--log_interval", "1", "--save_interval", "100"), capsys)
     assert code == 2 and err[-1].startswith("error: the training loss is nan at step")
+
+
+def step_files(work_dir) -> set[str]:
+    return {p.name for p in work_dir.glob("model.*")}
+
+
+def test_full_fine_tuning_keeps_two_checkpoints_and_resumes_after_pruning(files, tmp_path):
+    """--lora_dim 0 keeps the newest 2 step checkpoints by default (each is the whole model), plus
+    model.best; a run paused with --save_total_limit 1 keeps the checkpoint resume.pt holds and resumes
+    bit-exactly."""
+    common = ["--lora_dim", "0", "--lr", "0.001", "--max_step", "6", "--save_interval", "1", "--eval_interval", "100"]
+    main(base_args(files, tmp_path / "full", *common))
+    assert step_files(tmp_path / "full") == {"model.5.pt", "model.6.pt", "model.best.pt"}
+    cut = tmp_path / "cut"
+    main(base_args(files, cut, *common, "--save_total_limit", "1", "--stop_at_step", "4"))
+    assert step_files(cut) == {"model.4.pt", "model.best.pt"}
+    assert torch.load(cut / "resume.pt", weights_only=True)["progress"]["step"] == 4
+    main(base_args(files, cut, *common, "--save_total_limit", "1", "--resume"))
+    assert step_files(cut) == {"model.6.pt", "model.best.pt"}
+    a, b = (load_checkpoint_file(d / "model.6.pt")["model_state_dict"] for d in (tmp_path / "full", cut))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lora = tmp_path / "lora"  # LoRA files are small: all kept unless a limit is given
+    main(base_args(files, lora, "--lora_dim", "4", "--max_step", "4", "--save_interval", "1", "--eval_interval", "100"))
+    assert step_files(lora) == {"model.1.pt", "model.2.pt", "model.3.pt", "model.4.pt", "model.best.pt"}
+
+
+def test_epoch_checkpoints_are_kept_whatever_the_limit(files, tmp_path):
+    """16 examples in batches of 8: epochs end at steps 2, 4 and 6. With --keep_epoch_checkpoints those
+    stay beside the newest one, and RunDir.epoch_checkpoints() finds them."""
+    common = ["--lora_dim", "4", "--max_epoch", "3", "--save_interval", "1", "--eval_interval", "100",
+              "--save_total_limit", "1"]
+    main(base_args(files, tmp_path / "kept", *common, "--keep_epoch_checkpoints", "--save_format", "safetensors"))
+    kept = RunDir(tmp_path / "kept")
+    assert kept.epoch_checkpoints() == {e: tmp_path / "kept" / f"model.{2 * e}.safetensors" for e in (1, 2, 3)}
+    assert set(kept.checkpoints()) == {2, 4, 6} and kept.best_checkpoint() is not None
+    main(base_args(files, tmp_path / "limited", *common))
+    assert set(RunDir(tmp_path / "limited").checkpoints()) == {6}
+    assert list(RunDir(tmp_path / "limited").epoch_checkpoints()) == [3]  # the others were pruned
+
+
+EAGER_COMPILE = """import sys
+import torch
+real = torch.compile  # dynamo traces (and, under DDP, splits at the gradient buckets) but runs eagerly
+torch.compile = lambda fn, mode=None, dynamic=None: real(fn, backend="eager", dynamic=dynamic)
+from gpt2_lora.train import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_packed_compiled_ddp_over_epochs_equals_one_process_with_grad_acc(tmp_path):
+    """torchrun --nproc_per_node=2 --batching packed --compile (gloo, CPU; dynamo with an eager backend)
+    over 2 epochs equals one process with --grad_acc 2, at each epoch's end checkpoint.
+
+    The equality needs an even number of packed batches per epoch (here 6: 20 examples): ranks take
+    turns through one shuffled plan and the batches that do not make a full round are dropped, so that
+    every rank steps the same number of times; one process keeps an odd epoch's last batch and
+    accumulates it with the next epoch's first, and counts one more batch per epoch for --max_epoch.
+    (With an odd count only the steps within the first epoch agree: the test above.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tiny_training import copy_task
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, n, seed in (("train", 20, 0), ("valid", 8, 1)):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps({"context": c, "completion": p}) + "\n"
+                                                    for c, p in copy_task(n, seed)))
+    (data / "config.json").write_text(json.dumps(TINY))
+    layout = Layout(read_encoded(data / "train.jsonl"), 32)
+    shape = packed_shape(layout.n, 32, 32, 16, dynamic_entries=True)
+    assert [len(BatchPlan(layout.n, 8, 3, "packed", packed=shape).epoch(e)) for e in (1, 2)] == [6, 6]
+    common = ("--lora_dim", "4", "--lora_alpha", "8", "--lora_dropout", "0", "--max_epoch", "2", "--batching", "packed",
+              "--max_tokens", "32", "--pack_len", "16", "--warmup_step", "1", "--lr", "0.01", "--compile",
+              "--eval_interval", "100", "--save_interval", "100", "--log_interval", "1")
+    (tmp_path / "eager_compile.py").write_text(EAGER_COMPILE)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    for run, launcher, extra in (("one", [], ["--grad_acc", "2"]),
+                                 ("two", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"], [])):
+        done = subprocess.run([sys.executable, *launcher, str(tmp_path / "eager_compile.py"),
+                               *base_args(data, tmp_path / run, *common, *extra)],
+                              env=env, capture_output=True, text=True, timeout=400)
+        assert done.returncode == 0, done.stderr[-2000:]
+    one, two = RunDir(tmp_path / "one"), RunDir(tmp_path / "two")
+    assert one.epoch_checkpoints().keys() == two.epoch_checkpoints().keys() == {1, 2}
+    assert {e: p.name for e, p in two.epoch_checkpoints().items()} == {1: "model.3.pt", 2: "model.6.pt"}
+    for epoch in (1, 2):
+        a, b = (load_checkpoint_file(r.epoch_checkpoints()[epoch])["model_state_dict"] for r in (one, two))
+        assert sorted(a) == sorted(b) and any("lora_" in k for k in a)
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)
+    valid = [[r["valid_loss"] for r in log_records(run.path) if r["event"] == "eval"] for run in (one, two)]
+    assert len(valid[0]) == 2 and valid[1] == pytest.approx(valid[0], rel=1e-6)  # validation split over ranks
+    assert json.loads((tmp_path / "two" / "args.json").read_text())["world_size"] == 2

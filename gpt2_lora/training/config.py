@@ -49,8 +49,8 @@ _PATH_SETTINGS = ("train_data", "model_card", "init_checkpoint")
 # ------------------------------------------------------------------------------------------------ flags
 def build_parser() -> argparse.ArgumentParser:
     """``gpt2_lora.train``'s flags: upstream ``gpt2_ft.py``'s (names, defaults, meanings) plus ours."""
-    p = Parser(prog="gpt2-lora-train",
-               description="Fine-tune GPT-2 with LoRA: ``python -m gpt2_lora.train`` (console script ``gpt2-lora-train``).")
+    p = Parser(prog="gpt2-lora-train", description="Fine-tune GPT-2 with LoRA: ``python -m gpt2_lora.train`` "
+               "(console script ``gpt2-lora-train``).")
     _add_upstream_flags(p, p.add_argument_group("upstream gpt2_ft.py flags (same names, defaults and meanings)"))
     add_device_flags(p, precisions=PRECISIONS, precision_default=None,
                      precision_help="fp32 (upstream), bf16 or fp16 autocast [fp32]")
@@ -117,7 +117,8 @@ def _add_speed_flags(g) -> None:
       "example, rounded up to 64]")
     b("--cuda_graphs", action="store_true",
       help="replay each step (forward, backward, AdamW) as a CUDA graph: one GPU, --grad_acc 1, fp32/bf16")
-    b("--pad_multiple", type=int, default=None, help="round padded lengths up to this [8; 32 with --compile reduce-overhead]")
+    b("--pad_multiple", type=int, default=None,
+      help="round padded lengths up to this [8; 32 with --compile reduce-overhead]")
     b("--eval_max_tokens", type=int, default=16384, help="tokens per forward pass during validation")
 
 
@@ -193,7 +194,7 @@ class TrainConfig:
     compile: str | None = None
     cuda_graphs: bool = False
     stepper: str = "eager"       # graphed | compiled | eager (see _stepper)
-    stepper_note: str | None = None  # why --cuda_graphs fell back to the eager step
+    graphs_unavailable: str | None = None  # why --cuda_graphs cannot run here (the eager step runs)
     # the run folder
     work_dir: str = "gpt2_model"
     log_interval: int = 100
@@ -219,13 +220,14 @@ class TrainConfig:
         precision = _precision(args)
         _check_device(args, precision, world)
         i_steps, i_lrs = _schedule_points(args)
-        stepper, note = _stepper(args, precision, world)
+        stepper, unavailable = _stepper(args, precision, world)
         limit = args.save_total_limit
         if limit is None:
             limit = FULL_FINETUNE_SAVE_LIMIT if args.lora_dim == 0 else 0
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-        values.update(precision=precision, i_steps=i_steps, i_lrs=i_lrs, stepper=stepper, stepper_note=note,
-                      pad_multiple=args.pad_multiple or (32 if _replays_graphs(args) else 8),
+        values.update(precision=precision, i_steps=i_steps, i_lrs=i_lrs, stepper=stepper,
+                      graphs_unavailable=unavailable,
+                      pad_multiple=args.pad_multiple or (32 if _replays_graphs(args.compile, args.cuda_graphs) else 8),
                       save_total_limit=limit or None, world=world)
         return cls(**values)
 
@@ -239,7 +241,7 @@ class TrainConfig:
     def graphs(self) -> bool:
         """The steps replay CUDA graphs (``--cuda_graphs``, or ``--compile reduce-overhead``): batches
         are padded to few shapes."""
-        return (bool(self.compile) and "reduce-overhead" in self.compile) or self.cuda_graphs
+        return _replays_graphs(self.compile, self.cuda_graphs)
 
     @property
     def packed(self) -> bool:
@@ -456,12 +458,13 @@ def _schedule_points(args) -> tuple[tuple[int, ...], tuple[float, ...]]:
     return steps, lrs
 
 
-def _replays_graphs(args) -> bool:
-    return (bool(args.compile) and "reduce-overhead" in args.compile) or args.cuda_graphs
+def _replays_graphs(compile_mode: str | None, cuda_graphs: bool) -> bool:
+    """--cuda_graphs, or --compile reduce-overhead (torch's CUDA graphs): few batch shapes wanted."""
+    return (bool(compile_mode) and "reduce-overhead" in compile_mode) or cuda_graphs
 
 
 def _stepper(args, precision: str, world: World) -> tuple[str, str | None]:
-    """Which stepper runs the steps, and why --cuda_graphs fell back to the eager one (else None)."""
+    """Which stepper runs the steps, and why --cuda_graphs cannot run here (else None)."""
     if args.compile:
         return "compiled", None
     if not args.cuda_graphs:
@@ -476,7 +479,7 @@ def _stepper(args, precision: str, world: World) -> tuple[str, str | None]:
         reason = "CUDA graphs do not support fp16 loss scaling (use bf16)"
     else:
         return "graphed", None
-    return "eager", f"{reason}; using the eager step"
+    return "eager", reason
 
 
 def _comparable(name: str, value):

@@ -123,8 +123,8 @@ class Trainer:
         self.model_config = config.model_config()
         self.train_set = self._read("--train_data", config.train_data, config.joint_lm)
         self.valid_set = self._read("--valid_data", config.valid_data)
-        self.batches = config.batch_plan(self.train_set.n, config.packed_shape(self.train_set.n))
-        self.plan = RunPlan.build(config, self.batches)
+        self.batch_plan = config.batch_plan(self.train_set.n, config.packed_shape(self.train_set.n))
+        self.plan = RunPlan.build(config, self.batch_plan)
         self.make_batch = batch_maker(config, self.plan.packed, self.train_set)
         self.model, self.n_frozen_low = self._build_model()
         self.optimizer = config.optimizer(self.model)
@@ -181,7 +181,7 @@ class Trainer:
     def run_epoch(self) -> None:
         """The rest of the current epoch, up to the step the run stops at; then, if it was all run, its end."""
         p = self.progress
-        planned = self.batches.epoch(p.epoch)
+        planned = self.batch_plan.epoch(p.epoch)
         todo = planned[p.batch_in_epoch:p.batch_in_epoch + self._micro_batches_left()]
         loader = Prefetcher(todo, self.make_batch, pin=self.world.device.type == "cuda")
         try:
@@ -382,8 +382,9 @@ class Trainer:
         return state
 
     def _resume_state(self, weights: dict[str, torch.Tensor]) -> dict:
-        state = {"weights": weights, "optimizer": self.optimizer.state_dict(), "progress": dataclasses.asdict(self.progress),
-                 "rng": rng_state(self.world.device), "args": self.config.record(self.plan)}
+        state = {"weights": weights, "optimizer": self.optimizer.state_dict(),
+                 "progress": dataclasses.asdict(self.progress), "rng": rng_state(self.world.device),
+                 "args": self.config.record(self.plan)}
         if self.stepper.scaler is not None:
             state["scaler"] = self.stepper.scaler.state_dict()
         return state
@@ -403,8 +404,8 @@ class Trainer:
         frozen = f" ({self.n_frozen_low} frozen weights stored low)" if self.n_frozen_low else ""
         speed = (f", compile {config.compile}" if config.compile else "") + (
             ", CUDA graphs" if config.stepper == "graphed" else "")
-        if config.stepper_note:
-            self.say(f"note: {config.stepper_note}")
+        if config.graphs_unavailable:
+            self.say(f"note: {config.graphs_unavailable}; using the eager step")
         self.say(f"gpt2-lora train: {m.n_layer} layers x {m.n_embd}, lora r={config.lora_dim}, {n_train:,} trained "
                  f"params | {len(self.train_set):,} train / {len(self.valid_set):,} valid examples | max_step "
                  f"{p.max_step} | {self.world.device} x{self.world.size}, {config.precision}{frozen}, batching "
