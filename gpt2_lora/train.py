@@ -17,7 +17,7 @@ Differences from upstream, all deliberate:
 * checkpoints hold the trained weights only (plus ``resume.pt``), ``--save_merged`` writes the full
   merged model; upstream writes the full unmerged model at each epoch end.
 
-The parts, in ``gpt2_lora/training/``: ``config`` (the flags, checked once), ``distributed`` (torchrun),
+The parts, in ``gpt2_lora/training/``: ``flags`` and ``config`` (checked once), ``distributed`` (torchrun),
 ``loop`` (the Trainer), ``batching``/``sampling`` (batches), ``step``/``cudagraph``/``optim`` (one step),
 ``rundir`` (the files in --work_dir).
 """
@@ -27,8 +27,9 @@ from __future__ import annotations
 import sys
 
 from .errors import cli
-from .training.config import TrainConfig, build_parser
+from .training.config import TrainConfig
 from .training.distributed import process_group
+from .training.flags import build_parser
 from .training.loop import Trainer
 
 

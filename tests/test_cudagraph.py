@@ -1,4 +1,4 @@
-"""The body that gpt2_lora.cudagraph captures computes the eager step (checked without capture, on the CPU;
+"""The body that gpt2_lora.training.cudagraph captures computes the eager step (checked without capture, on the CPU;
 tests/test_gpu.py checks the captured graph itself on CUDA)."""
 
 import pytest

@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from gpt2_lora.checkpoint import load_checkpoint_file
+from gpt2_lora.checkpoint import load_checkpoint_file, read_metadata
 from gpt2_lora.data import read_encoded
 from gpt2_lora.model import GPT2Config, GPT2LMModel
 from gpt2_lora.train import main
@@ -308,6 +308,8 @@ def test_epoch_checkpoints_are_kept_whatever_the_limit(files, tmp_path):
     kept = RunDir(tmp_path / "kept")
     assert kept.epoch_checkpoints() == {e: tmp_path / "kept" / f"model.{2 * e}.safetensors" for e in (1, 2, 3)}
     assert set(kept.checkpoints()) == {2, 4, 6} and kept.best_checkpoint() is not None
+    described = read_metadata(kept.epoch_checkpoints()[2])  # every checkpoint describes itself
+    assert described["lora_dim"] == 4 and described["model_config"]["n_embd"] == TINY["n_embd"]
     main(base_args(files, tmp_path / "limited", *common))
     assert set(RunDir(tmp_path / "limited").checkpoints()) == {6}
     assert list(RunDir(tmp_path / "limited").epoch_checkpoints()) == [3]  # the others were pruned

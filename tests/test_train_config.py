@@ -1,4 +1,4 @@
-"""training.config: the flags' checks (one-line errors naming the flag), the values derived from them
+"""training.config (and training.flags): the flags' checks (one-line errors naming the flag), the values derived from them
 (precision, padding, which stepper runs), library errors reported in flag names, and the resume key."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from gpt2_lora.errors import UserError
-from gpt2_lora.training.config import RESUME_FLAGS, RunPlan, TrainConfig, build_parser
+from gpt2_lora.training.config import RESUME_FLAGS, RunPlan, TrainConfig
 from gpt2_lora.training.distributed import World
+from gpt2_lora.training.flags import build_parser
 from tiny_training import base_args, files, run_cli  # noqa: F401 (files: a fixture)
 
 

@@ -1,7 +1,8 @@
 """Training GPT-2 with LoRA, in parts (``gpt2_lora.train`` is the command line over them):
 
-* ``config``      — the flags (``build_parser``), ``TrainConfig`` (every check, every derived value) and
-  ``RunPlan`` (what the flags and the training data decide together);
+* ``flags``       — the command line (``build_parser``): upstream's flags and ours;
+* ``config``      — ``TrainConfig`` (every check, every derived value) and ``RunPlan`` (what the flags and
+  the training data decide together);
 * ``distributed`` — where the run executes (``World``), torchrun's process group, DDP;
 * ``loop``        — ``Trainer``: epochs of steps, logging, validation, checkpoints;
 * ``batching``    — examples laid out as upstream's, collated into batches (padded, dynamic, packed);
