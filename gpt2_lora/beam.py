@@ -40,9 +40,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import lora
-from .batching import read_encoded
 from .cli import Parser, add_device_flags, add_launcher_flags, add_model_flags, default_work_dir
+from .data import read_encoded
 from .data import EOS_ID
 from .devices import resolve_device
 from .errors import UserError, cli

@@ -1,7 +1,7 @@
 """Read and write model checkpoints: HF GPT-2 (.bin / .safetensors / a save_pretrained directory),
 upstream LoRA (``{'model_state_dict': ...}``) and LoRA-only files. Every write is atomic.
 
-Training-state (optimizer, schedule, resume) files belong to ``gpt2_lora.train``.
+Training-state (optimizer, schedule, resume) files belong to ``gpt2_lora.training.rundir``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Iterable, NamedTuple
 from tqdm import tqdm
 
 from .errors import UserError
-from .fileio import read_lines, read_text
+from .fileio import read_lines, read_text, require_file
 
 EOS_ID = 50256  # GPT-2 <|endoftext|>, used by upstream as both "bos" (after the context) and eos
 
@@ -332,3 +332,39 @@ def synthetic_source(sizes: dict[str, int] | None = None, seed: int = 0,
             lines.extend(f"{mr_string}||{synthetic_reference(mr, style)}" for style in styles)
         out[split] = lines
     return out
+
+
+# ------------------------------------------------------------------------------ the encoded layer
+def read_encoded(path: str | os.PathLike, what: str = "data file",
+                 vocab_size: int | None = None) -> list[tuple[list[int], list[int]]]:
+    """(context ids, completion ids) per line of an encoded jsonl file; bad lines name file:line, and
+    so do ids outside [0, vocab_size) (outside int32 when no vocab_size is given)."""
+    limit = vocab_size if vocab_size is not None else 2 ** 31
+    path = require_file(path, what)
+    examples = []
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, 1):
+            where = f"{path}:{line_no}"
+            try:
+                record = json.loads(raw)
+            except UnicodeDecodeError:
+                raise UserError(f"{where}: not valid UTF-8") from None
+            except json.JSONDecodeError as err:
+                raise UserError(f"{where}: bad JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{where}: expected a JSON object with 'context' and 'completion'")
+            pair = []
+            for key in ("context", "completion"):
+                ids = record.get(key)
+                if not isinstance(ids, list) or not all(type(t) is int for t in ids):
+                    raise UserError(f"{where}: '{key}' must be a list of token ids (is this the encoded "
+                                    f"file, not the *_formatted.jsonl one?)")
+                outside = next((t for t in ids if not 0 <= t < limit), None)
+                if outside is not None:
+                    vocab = f"the vocabulary of {vocab_size}" if vocab_size is not None else "int32"
+                    raise UserError(f"{where}: token id {outside} in '{key}' is outside {vocab}")
+                pair.append(ids)
+            examples.append((pair[0], pair[1]))
+    if not examples:
+        raise UserError(f"{path}: no examples (empty file)")
+    return examples

@@ -166,7 +166,10 @@ def resolve_config(spec: ModelSpec) -> GPT2Config:
     """The model config ``spec`` and its files describe (see the module docstring); UserError on conflicts."""
     _check_paths(spec)
     meta = adapter_metadata(spec)
-    config = dataclasses.replace(_architecture(spec, meta), **_lora_settings(spec, meta))
+    try:
+        config = dataclasses.replace(_architecture(spec, meta), **_lora_settings(spec, meta))
+    except ValueError as err:  # GPT2Config names its fields (and the flag, for --lora_dim)
+        raise UserError(str(err)) from None
     _check_base(spec, meta)
     if peft_adapter.is_peft_folder(spec.init_checkpoint) and spec.base_checkpoint is None:
         raise UserError(f"--init_checkpoint {spec.init_checkpoint} is a PEFT adapter: pass the model it adapts "

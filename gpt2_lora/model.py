@@ -64,19 +64,19 @@ class GPT2Config:
     lora_init: str = "default"  # or "gaussian" (A and B ~ N(0, 0.02))
     lora_attn_slices: str = "qv"  # the c_attn slices with LoRA: the paper's q and v, or e.g. "qkv" (PEFT adapters)
 
-    def __post_init__(self):
+    def __post_init__(self):  # ValueError in the field names; card/from_hf_config/resolve name the source
         for name in ("vocab_size", "n_positions", "n_ctx", "n_embd", "n_layer", "n_head"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
-        if self.lora_attn_dim < 0:
-            raise UserError(f"lora_attn_dim (--lora_dim) must be >= 0, got {self.lora_attn_dim}")
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.lora_attn_dim < 0:  # the flag in brackets: beam's CLI shows this message as it is
+            raise ValueError(f"lora_attn_dim (--lora_dim) must be >= 0, got {self.lora_attn_dim}")
         if self.n_embd % self.n_head != 0:
-            raise UserError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.lora_init not in lora.INITS:
-            raise UserError(f"lora_init must be one of {', '.join(lora.INITS)}, got {self.lora_init!r}")
+            raise ValueError(f"lora_init must be one of {', '.join(lora.INITS)}, got {self.lora_init!r}")
         if self.lora_attn_slices not in LORA_SLICES:
-            raise UserError(f"lora_attn_slices must be one of {', '.join(LORA_SLICES)}, got {self.lora_attn_slices!r}")
+            raise ValueError(f"lora_attn_slices must be one of {', '.join(LORA_SLICES)}, got {self.lora_attn_slices!r}")
 
     @property
     def enable_lora(self) -> list[bool]:
@@ -91,7 +91,7 @@ class GPT2Config:
             raise UserError(f"{what}: unknown GPT2Config field(s) {', '.join(unknown)}")
         try:
             return cls(**values)
-        except UserError as err:
+        except ValueError as err:
             raise UserError(f"{what}: {err}") from None
 
     @classmethod

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import math
 import os
@@ -43,36 +44,39 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gpt2_lora import lora  # noqa: E402
+from gpt2_lora.data import read_encoded  # noqa: E402
 from gpt2_lora.fileio import atomic_write  # noqa: E402
-from gpt2_lora.cudagraph import GraphedStepper  # noqa: E402
-from gpt2_lora.batching import (Layout, collate, collate_packed, pack_rows, packed_shape,  # noqa: E402
-                                read_encoded, token_budget_batches)
 from gpt2_lora.model import GPT2Config, GPT2LMModel  # noqa: E402
-from gpt2_lora.optim import AdamW, Schedule, grouped_parameters  # noqa: E402
-from gpt2_lora.trainstep import LossModel, Stepper, store_frozen_weights  # noqa: E402
+from gpt2_lora import lora  # noqa: E402
+from gpt2_lora.training.batching import Layout  # noqa: E402
+from gpt2_lora.training.config import TrainConfig  # noqa: E402
+from gpt2_lora.training.distributed import World  # noqa: E402
+from gpt2_lora.training.loop import batch_maker, build_loss_model, build_stepper  # noqa: E402
+from gpt2_lora.training.step import store_frozen_weights  # noqa: E402
 
 E2E_STEPS = 26290  # 5 epochs of E2E at batch 8 (upstream's max_step)
-# name -> (precision, compile mode or None, padding, token budget?)
+# The paper's recipe as gpt2_lora.train flags (LoRA r and the batch come from this script's flags)
+RECIPE = ("--lora_alpha", "32", "--lora_dropout", "0.1", "--label_smooth", "0.1", "--lr", "0.0002",
+          "--adam_beta2", "0.999", "--adam_epislon", "1e-6", "--weight_decay", "0.01", "--correct_bias",
+          "--scheduler", "linear", "--warmup_step", "500", "--max_step", str(E2E_STEPS))
+# name -> the gpt2_lora.train flags it measures (bucketed and packed also get --max_tokens); the rules
+# they imply (padding, packed shape, compile options, which stepper) are TrainConfig's
+PACKED = ("--precision", "bf16", "--compile", "--batching", "packed")
 OURS = {
-    "ours fp32 padded to seq_len (upstream-like)": ("fp32", None, "padded", False),
-    "ours fp32": ("fp32", None, "dynamic", False),
-    "ours bf16": ("bf16", None, "dynamic", False),
-    "ours bf16+compile": ("bf16", "default", "dynamic", False),
-    "ours bf16+compile+cudagraphs": ("bf16", "reduce-overhead", "dynamic", False),
-    "ours fp32 CUDA graph": ("fp32", "graph", "dynamic", False),
-    "ours bf16 CUDA graph": ("bf16", "graph", "dynamic", False),
-    "ours bf16+compile token-budget": ("bf16", "default", "dynamic", True),
-    "ours bf16+compile packed": ("bf16", "default", "packed", True),
-    "ours bf16+compile packed varlen-attention": ("bf16", "default", "packed", True),
-    "ours bf16+compile packed bf16-residual": ("bf16", "default", "packed", True),
-    "ours bf16+compile packed bf16-residual varlen-attention": ("bf16", "default", "packed", True),
+    "ours fp32 padded to seq_len (upstream-like)": ("--precision", "fp32", "--batching", "padded"),
+    "ours fp32": ("--precision", "fp32"),
+    "ours bf16": ("--precision", "bf16"),
+    "ours bf16+compile": ("--precision", "bf16", "--compile"),
+    "ours bf16+compile+cudagraphs": ("--precision", "bf16", "--compile", "reduce-overhead"),
+    "ours fp32 CUDA graph": ("--precision", "fp32", "--cuda_graphs"),
+    "ours bf16 CUDA graph": ("--precision", "bf16", "--cuda_graphs"),
+    "ours bf16+compile token-budget": ("--precision", "bf16", "--compile", "--batching", "bucketed"),
+    "ours bf16+compile packed": PACKED,
+    "ours bf16+compile packed varlen-attention": (*PACKED, "--packed_attention", "varlen"),
+    "ours bf16+compile packed bf16-residual": (*PACKED, "--residual", "bf16"),
+    "ours bf16+compile packed bf16-residual varlen-attention": (*PACKED, "--residual", "bf16",
+                                                                "--packed_attention", "varlen"),
 }
-# LossModel options of some configurations: the variable-length flash kernel instead of the dense
-# block-diagonal mask (--packed_attention varlen), and the bf16 residual stream (--residual bf16)
-LOSS_OPTIONS = {"ours bf16+compile packed varlen-attention": dict(varlen=True),
-                "ours bf16+compile packed bf16-residual": dict(residual="bf16"),
-                "ours bf16+compile packed bf16-residual varlen-attention": dict(residual="bf16", varlen=True)}
 HF = {"HF+PEFT fp32": "fp32", "HF+PEFT bf16 autocast": "bf16"}
 PEAKS = {"H100": (989e12, 67e12), "H200": (989e12, 67e12), "A100": (312e12, 19.5e12)}  # dense bf16, fp32
 
@@ -85,22 +89,27 @@ def e2e_like(n: int, rng: np.random.Generator, vocab: int) -> list[tuple[list[in
             for c, p in zip(lc, lp)]
 
 
-def make_batches(examples, args, budget: bool, padded: bool, cudagraphs: bool, packed: bool = False):
-    layout = Layout(examples, args.seq_len)
-    if packed:  # as gpt2_lora.train --batching packed
-        shape = packed_shape(layout.n, args.max_tokens, args.seq_len, dynamic_entries=True)  # compiled
-        rows = pack_rows(np.random.default_rng(1).permutation(len(examples)).tolist(), layout.n, shape.pack_len)
-        return [collate_packed(layout, rows[i:i + shape.rows], *shape) for i in range(0, len(rows), shape.rows)]
-    pad_multiple, select_multiple = (32, 64) if cudagraphs else (8, 8)  # as gpt2_lora.train does
-    if budget:
-        order = sorted(range(len(examples)), key=lambda i: layout.n[i])
-        groups = token_budget_batches(order, layout.n, args.max_tokens, pad_multiple)
-        rng = np.random.default_rng(1)
-        groups = [groups[i] for i in rng.permutation(len(groups))]
-    else:
-        groups = [list(range(i, i + args.batch)) for i in range(0, len(examples) - args.batch + 1, args.batch)]
-    batches = [collate(layout, g, args.seq_len if padded else None, pad_multiple, select_multiple) for g in groups]
-    return batches[: max(args.steps, 1) + 8] if not budget else batches
+def train_config(name: str, args, device: torch.device) -> TrainConfig:
+    """The TrainConfig of configuration ``name`` (HF rows: the plain fp32 one, for their batches)."""
+    flags = list(OURS.get(name, OURS["ours fp32"]))
+    if "bucketed" in flags or "packed" in flags:
+        flags += ["--max_tokens", str(args.max_tokens)]
+    return TrainConfig.from_flags(["--train_data", args.data or "(synthetic)", "--valid_data", "(unused)",
+                                   "--seq_len", str(args.seq_len), "--train_batch_size", str(args.batch),
+                                   "--lora_dim", str(args.lora_dim), "--random_seed", "1", *RECIPE, *flags],
+                                  World(device=device))
+
+
+def make_batches(examples, config: TrainConfig, args) -> list:
+    """The first epoch's batches, planned and collated as gpt2_lora.train does for ``config`` (fixed-size
+    batches: only as many as the timing needs)."""
+    layout = Layout(examples, config.seq_len, config.joint_lm)
+    packed = config.packed_shape(layout.n)
+    rows = config.batch_plan(layout.n, packed).epoch(1)
+    if config.max_tokens is None:
+        rows = rows[: max(args.steps, 1) + 8]
+    make = batch_maker(config, packed, layout)
+    return [make(r) for r in rows]
 
 
 def useful_flops(batch, config: GPT2Config, lora_training: bool) -> float:
@@ -153,43 +162,30 @@ def time_steps(step, batches, device, steps: int, warm: int,
     return (time.perf_counter() - start) / steps, timed
 
 
-def run_ours(name, examples, config, args, device):
-    precision, compile_mode, padding, budget = OURS[name]
-    if LOSS_OPTIONS.get(name, {}).get("varlen") and device.type != "cuda":
-        raise RuntimeError("the variable-length flash kernel needs a GPU")
-    graphed = compile_mode == "graph"  # gpt2_lora.cudagraph: the whole step as one CUDA graph per shape
-    batches = make_batches(examples, args, budget, padding == "padded", compile_mode in ("reduce-overhead", "graph"),
-                           padding == "packed")
+def run_ours(name, examples, model_config, args, device):
+    config = train_config(name, args, device)
+    if config.graphs_unavailable:  # time the stepper asked for, not the fallback
+        raise RuntimeError(config.graphs_unavailable)
+    if config.graphs and device.type != "cuda":
+        raise RuntimeError("CUDA graphs need a GPU")
+    batches = make_batches(examples, config, args)
     if device.type == "cuda":
         batches = [b.pin_memory() for b in batches]
     torch.manual_seed(0)
     with torch.device(device):
-        model = GPT2LMModel(config)
+        model = GPT2LMModel(model_config)
     lora.mark_only_lora_as_trainable(model)
-    store_frozen_weights(model, precision)
-    loss_model = LossModel(model, label_smooth=0.1, precision=precision, **LOSS_OPTIONS.get(name, {})).train()
-    fn = loss_model if compile_mode in (None, "graph") else torch.compile(
-        loss_model, mode=None if compile_mode == "default" else compile_mode,
-        dynamic=None if padding == "packed" else True)  # packed: static but for K (dynamic_entries below)
-    optimizer = AdamW(grouped_parameters(model, False), lr=2e-4, betas=(0.9, 0.999), eps=1e-6,
-                      weight_decay=0.01, correct_bias=True)
-    schedule = Schedule("linear", 2e-4, 500, E2E_STEPS)
-    if graphed:
-        if device.type != "cuda":
-            raise RuntimeError("CUDA graphs need a GPU")
-        stepper = GraphedStepper(fn, optimizer, schedule, device, precision, E2E_STEPS)
-    else:
-        stepper = Stepper(fn, optimizer, schedule, device, precision, cudagraphs=compile_mode == "reduce-overhead",
-                          dynamic_entries=padding == "packed" and compile_mode is not None)
-    count = [0]
+    store_frozen_weights(model, config.precision)
+    loss_model = build_loss_model(config, model).train()
+    stepper = build_stepper(config, loss_model, config.optimizer(model), config.schedule(E2E_STEPS), E2E_STEPS)
+    steps = itertools.count()
 
     def step(batch):
         stepper.micro_step(batch.to(device), update=True)
-        stepper.optimizer_step(count[0])
-        count[0] += 1
+        stepper.optimizer_step(next(steps))
 
     seconds, timed = time_steps(step, batches, device, args.steps, args.warmup)
-    loss = stepper.read_loss() / max(count[0], 1)
+    loss = stepper.read_loss() / max(next(steps), 1)
     return seconds, timed, loss
 
 
@@ -198,7 +194,7 @@ def run_hf(name, examples, config, args, device):
     from transformers import GPT2Config as HFConfig, GPT2LMHeadModel
 
     precision = HF[name]
-    batches = make_batches(examples, args, False, False, False)
+    batches = make_batches(examples, train_config(name, args, device), args)  # ours fp32's batches
     hf_batches = []
     for b in batches:  # pad to the longest, labels -100 outside the completion predictions
         ids = b.input_ids
@@ -237,7 +233,7 @@ def run_hf(name, examples, config, args, device):
     return seconds, [item[3] for item in timed], float(torch.stack(losses).mean())
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny model, CPU, few steps: a smoke test")
     p.add_argument("--model_card", default="gpt2.md")
@@ -254,73 +250,67 @@ def main(argv=None) -> int:
     p.add_argument("--peak_tflops", type=float, default=None)
     p.add_argument("--json", default="benchmark_train.json", help="where to write the results")
     args = p.parse_args(argv)
+    if args.quick:  # a tiny model and a few steps (see model_and_names)
+        args.steps, args.warmup, args.seq_len, args.max_tokens = 3, 1, 128, 512
+        args.examples = min(args.examples, 128)
+    unknown = [n.strip() for n in (args.configs or "").split(",") if n.strip() and n.strip() not in {**OURS, **HF}]
+    if unknown:
+        p.error(f"unknown config(s): {', '.join(unknown)}")
+    return args
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.quick else "cpu"))
+
+def model_and_names(args, device: torch.device) -> tuple[GPT2Config, list[str]]:
+    """The model measured, and the configurations (--configs, else a default for the device)."""
     if args.quick:
         config = GPT2Config(vocab_size=1024, n_positions=128, n_ctx=128, n_embd=64, n_layer=2, n_head=2,
                             lora_attn_dim=args.lora_dim, lora_attn_alpha=32, lora_dropout=0.1)
-        args.steps, args.warmup, args.seq_len, args.max_tokens = 3, 1, 128, 512
-        args.examples = min(args.examples, 128)
         default = ["ours fp32 padded to seq_len (upstream-like)", "ours fp32", "ours bf16", "HF+PEFT fp32"]  # compile: --configs
     else:
         config = GPT2Config.resolve(args.model_card, lora_attn_dim=args.lora_dim, lora_attn_alpha=32,
                                     lora_dropout=0.1)
         default = [*OURS, *HF] if device.type == "cuda" else ["ours fp32", "ours bf16", "HF+PEFT fp32"]
     names = [n.strip() for n in args.configs.split(",")] if args.configs else default
-    unknown = [n for n in names if n not in OURS and n not in HF]
-    if unknown:
-        p.error(f"unknown config(s): {', '.join(unknown)}")
+    return config, names
+
+
+def load_examples(args, config: GPT2Config) -> list[tuple[list[int], list[int]]]:
     if args.data:
-        examples = read_encoded(args.data)[: args.examples]
-    else:
-        examples = e2e_like(args.examples, np.random.default_rng(0), config.vocab_size)
-    lengths = np.array([min(len(c) + len(q), args.seq_len) for c, q in examples])
-    print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} | torch {torch.__version__} | "
-          f"model {config.n_layer}x{config.n_embd} r={args.lora_dim} | {len(examples)} examples, mean length "
-          f"{lengths.mean():.1f} tokens | batch {args.batch} | {args.steps} timed steps", file=sys.stderr)
+        return read_encoded(args.data)[: args.examples]
+    return e2e_like(args.examples, np.random.default_rng(0), config.vocab_size)
 
-    results = []
-    for name in names:
-        precision = OURS[name][0] if name in OURS else HF[name]
-        row = {"config": name, "precision": precision}
-        try:
-            if name in OURS and OURS[name][1] == "reduce-overhead" and device.type != "cuda":
-                raise RuntimeError("CUDA graphs need a GPU")
-            runner = run_ours if name in OURS else run_hf
-            started = time.perf_counter()
-            seconds, timed, loss = runner(name, examples, config, args, device)
-            wall = time.perf_counter() - started  # building, compiling, warming up and timing
-            tokens = sum(int(b.n_tokens) for b in timed)
-            padded = sum(b.input_ids.numel() for b in timed)
-            flops = sum(useful_flops(b, config, True) for b in timed)
-            peak = peak_flops(device, precision, args.peak_tflops)
-            row.update(status="ok", ms_per_step=1000 * seconds, wall_s=wall, tokens_per_s=tokens / (seconds * len(timed)),
-                       examples_per_step=sum(len(b.examples) for b in timed) / len(timed),
-                       padded_fraction=1 - tokens / padded, mean_loss=loss,
-                       mfu=(flops / (seconds * len(timed)) / peak) if peak else None,
-                       tflops=flops / (seconds * len(timed)) / 1e12,
-                       e2e_minutes=(seconds * E2E_STEPS / 60) if not OURS.get(name, (0, 0, 0, False))[3]
-                       else (seconds * math.ceil(42061 * 5 * lengths.mean() / (tokens / len(timed))) / 60))
-        except ImportError as err:
-            row.update(status=f"skipped: {err.name or err} not installed")
-        except Exception as err:  # noqa: BLE001 - one failing configuration must not hide the others
-            row.update(status=f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
-            if os.environ.get("BENCH_TRACEBACK"):
-                traceback.print_exc()
-        results.append(row)
-        print(f"  {name}: {row.get('status')}" + (f", {row['ms_per_step']:.2f} ms/step" if "ms_per_step" in row else ""),
-              file=sys.stderr)
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        torch._dynamo.reset()
 
-    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "model": f"{config.n_layer}x{config.n_embd}", "lora_dim": args.lora_dim,
-            "batch": args.batch, "mean_length": float(lengths.mean()), "steps": args.steps, "results": results}
-    with atomic_write(args.json) as handle:
-        handle.write(json.dumps(info, indent=2) + "\n")
+def measure(name, examples, config, args, device, mean_length: float) -> dict:
+    """One result row: timings, throughput and MFU of configuration ``name`` (or why it did not run)."""
+    flags = OURS.get(name, ())
+    precision = flags[flags.index("--precision") + 1] if name in OURS else HF[name]
+    row = {"config": name, "precision": precision}
+    try:
+        runner = run_ours if name in OURS else run_hf
+        started = time.perf_counter()
+        seconds, timed, loss = runner(name, examples, config, args, device)
+        wall = time.perf_counter() - started  # building, compiling, warming up and timing
+        tokens = sum(int(b.n_tokens) for b in timed)
+        padded = sum(b.input_ids.numel() for b in timed)
+        flops = sum(useful_flops(b, config, True) for b in timed)
+        peak = peak_flops(device, precision, args.peak_tflops)
+        budget = name in OURS and train_config(name, args, device).max_tokens is not None
+        row.update(status="ok", ms_per_step=1000 * seconds, wall_s=wall, tokens_per_s=tokens / (seconds * len(timed)),
+                   examples_per_step=sum(len(b.examples) for b in timed) / len(timed),
+                   padded_fraction=1 - tokens / padded, mean_loss=loss,
+                   mfu=(flops / (seconds * len(timed)) / peak) if peak else None,
+                   tflops=flops / (seconds * len(timed)) / 1e12,
+                   e2e_minutes=(seconds * E2E_STEPS / 60) if not budget
+                   else (seconds * math.ceil(42061 * 5 * mean_length / (tokens / len(timed))) / 60))
+    except ImportError as err:
+        row.update(status=f"skipped: {err.name or err} not installed")
+    except Exception as err:  # noqa: BLE001 - one failing configuration must not hide the others
+        row.update(status=f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
+        if os.environ.get("BENCH_TRACEBACK"):
+            traceback.print_exc()
+    return row
 
+
+def print_table(results: list[dict], json_path: str) -> None:
     head = f"{'configuration':56s} {'ms/step':>9s} {'tokens/s':>10s} {'ex/step':>7s} {'MFU':>6s} {'5 E2E epochs':>13s} {'wall':>6s}"
     print(head)
     print("-" * len(head))
@@ -331,8 +321,36 @@ def main(argv=None) -> int:
         mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else "   n/a"
         print(f"{r['config']:56s} {r['ms_per_step']:9.2f} {r['tokens_per_s']:10,.0f} {r['examples_per_step']:7.1f} "
               f"{mfu:>6s} {r['e2e_minutes']:10.1f} min {r['wall_s']:5.0f}s")
-    print(f"(written to {args.json}; '5 E2E epochs' = ms/step x {E2E_STEPS} steps, or for the token-budget and packed rows "
+    print(f"(written to {json_path}; '5 E2E epochs' = ms/step x {E2E_STEPS} steps, or for the token-budget and packed rows "
           f"the same tokens at its throughput; 'wall' = the whole configuration, compilation included)")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.quick else "cpu"))
+    config, names = model_and_names(args, device)
+    examples = load_examples(args, config)
+    lengths = np.array([min(len(c) + len(q), args.seq_len) for c, q in examples])
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device: {device_name} | torch {torch.__version__} | model {config.n_layer}x{config.n_embd} "
+          f"r={args.lora_dim} | {len(examples)} examples, mean length {lengths.mean():.1f} tokens | batch "
+          f"{args.batch} | {args.steps} timed steps", file=sys.stderr)
+    results = []
+    for name in names:
+        row = measure(name, examples, config, args, device, float(lengths.mean()))
+        results.append(row)
+        print(f"  {name}: {row.get('status')}" + (f", {row['ms_per_step']:.2f} ms/step" if "ms_per_step" in row else ""),
+              file=sys.stderr)
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        torch._dynamo.reset()
+    info = {"device": device_name, "torch": torch.__version__, "model": f"{config.n_layer}x{config.n_embd}",
+            "lora_dim": args.lora_dim, "batch": args.batch, "mean_length": float(lengths.mean()), "steps": args.steps,
+            "results": results}
+    with atomic_write(args.json) as handle:
+        handle.write(json.dumps(info, indent=2) + "\n")
+    print_table(results, args.json)
     return 0
 
 

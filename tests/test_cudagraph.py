@@ -1,14 +1,14 @@
-"""The body that gpt2_lora.cudagraph captures computes the eager step (checked without capture, on the CPU;
+"""The body that gpt2_lora.training.cudagraph captures computes the eager step (checked without capture, on the CPU;
 tests/test_gpu.py checks the captured graph itself on CUDA)."""
 
 import pytest
 import torch
 
 from gpt2_lora import lora
-from gpt2_lora.cudagraph import GraphedStepper, unsupported_reason
 from gpt2_lora.model import GPT2Config, GPT2LMModel
-from gpt2_lora.optim import AdamW, Schedule, grouped_parameters
-from gpt2_lora.trainstep import LossModel, Stepper
+from gpt2_lora.training.cudagraph import GraphedStepper
+from gpt2_lora.training.optim import AdamW, Schedule, grouped_parameters
+from gpt2_lora.training.step import LossModel, Stepper
 
 
 def build(seed=0):
@@ -55,10 +55,15 @@ def test_graph_body_equals_the_eager_step(clip):
     assert moved
 
 
-def test_unsupported_setups_are_named():
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert "CUDA device" in unsupported_reason(cpu, 1, 1, "bf16")
-    assert "single process" in unsupported_reason(cuda, 2, 1, "bf16")
-    assert "--grad_acc 1" in unsupported_reason(cuda, 1, 2, "bf16")
-    assert "fp16" in unsupported_reason(cuda, 1, 1, "fp16")
-    assert unsupported_reason(cuda, 1, 1, "bf16") is None
+def test_arguments_a_graph_cannot_replay_are_refused_in_its_own_names():
+    """Where the graphed step runs (one CUDA device, no accumulation) is training.config's choice
+    (tests/test_train_config.py); the stepper itself refuses what it cannot replay."""
+    model, loss, optimizer = build()
+    schedule = Schedule("linear", 1e-2, 2, 10)
+    with pytest.raises(ValueError, match="precision must be fp32 or bf16"):
+        GraphedStepper(loss, optimizer, schedule, torch.device("cpu"), "fp16", max_step=10)
+    with pytest.raises(ValueError, match="max_step must be at least 1"):
+        GraphedStepper(loss, optimizer, schedule, torch.device("cpu"), "fp32", max_step=0)
+    stepper = GraphedStepper(loss, optimizer, schedule, torch.device("cpu"), "fp32", max_step=10)
+    with pytest.raises(RuntimeError, match="no gradient accumulation"):
+        stepper.micro_step(None, update=False)

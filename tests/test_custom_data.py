@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gpt2_lora import custom_data, data, decode, prepare
-from gpt2_lora.batching import read_encoded
+from gpt2_lora.data import read_encoded
 from gpt2_lora.errors import UserError
 from gpt2_lora.metrics import e2e as e2e_metrics
 

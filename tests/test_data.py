@@ -292,3 +292,20 @@ def test_synthetic_same_in_another_process():
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.strip() == repr(data.synthetic_source({"train": 30, "valid": 3, "test": 3}, 7))
+
+
+def test_read_encoded_errors(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"context": [1, 2], "completion": [3]}) + "\n")
+    assert data.read_encoded(good) == [([1, 2], [3])]
+    cases = {
+        "bad.jsonl": (json.dumps({"context": [1], "completion": [2]}) + "\n{oops\n", ":2: bad JSON"),
+        "formatted.jsonl": (json.dumps({"context": "a | b", "completion": "text"}) + "\n", "list of token ids"),
+        "empty.jsonl": ("", "no examples"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(UserError, match=message):
+            data.read_encoded(tmp_path / name)
+    with pytest.raises(UserError, match="not found"):
+        data.read_encoded(tmp_path / "missing.jsonl")

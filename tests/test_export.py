@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from gpt2_lora import export, trainstate
+from gpt2_lora import export
+from gpt2_lora.training.rundir import RunDir
 from gpt2_lora.checkpoint import load_checkpoint_file
 from gpt2_lora.errors import UserError
 from gpt2_lora.loading import ModelSpec, load_model, resolve_config
@@ -84,13 +85,13 @@ def test_hf_export_loads_in_transformers_with_our_merged_logits(base, adapter, t
 def test_train_save_merged_writes_the_same_hf_folder(base, adapter, tmp_path, save_format, name):
     _, ours = adapter
     weights = {n: p.detach().clone() for n, p in ours.named_parameters() if "lora_" in n}
-    written = trainstate.save_merged(ours.config, weights, tmp_path, seed=0, init_checkpoint=str(base),
-                                     save_format=save_format)
+    run = RunDir(tmp_path, save_format)
+    written = run.save_merged(ours.config, weights, seed=0, init_checkpoint=str(base))
     assert written == tmp_path / "merged" / name
     tokens = ids()
     assert _max_diff(_logits(_hf(tmp_path / "merged"), tokens), our_logits(ours, tokens)) <= TOL
     # a second save replaces the folder whole
-    trainstate.save_merged(ours.config, weights, tmp_path, seed=0, init_checkpoint=str(base), save_format=save_format)
+    run.save_merged(ours.config, weights, seed=0, init_checkpoint=str(base))
     assert sorted(p.name for p in (tmp_path / "merged").iterdir()) == sorted(["config.json", name])
 
 

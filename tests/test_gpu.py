@@ -7,7 +7,7 @@ from conftest import requires_cuda
 from gpt2_lora import lora
 from gpt2_lora.beam import BeamSettings, generate
 from gpt2_lora.model import GPT2Config, GPT2LMModel, KVCache
-from gpt2_lora.trainstep import LossModel, autocast
+from gpt2_lora.training.step import LossModel, autocast
 
 pytestmark = requires_cuda
 
@@ -78,9 +78,9 @@ def test_bf16_training_loss_close_to_fp32():
 
 @pytest.mark.parametrize("precision,clip", [("fp32", 0.0), ("bf16", 0.5)])
 def test_graphed_step_follows_the_eager_step(precision, clip):
-    from gpt2_lora.cudagraph import GraphedStepper
-    from gpt2_lora.optim import AdamW, Schedule, grouped_parameters
-    from gpt2_lora.trainstep import Stepper, store_frozen_weights
+    from gpt2_lora.training.cudagraph import GraphedStepper
+    from gpt2_lora.training.optim import AdamW, Schedule, grouped_parameters
+    from gpt2_lora.training.step import Stepper, store_frozen_weights
 
     def build():
         model = tiny_model(seed=3).cuda().train()
@@ -128,8 +128,9 @@ def random_examples(n, max_part, seed):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_packed_loss_on_cuda_equals_dynamic(precision):
     """Packed rows take the masked attention kernel, dynamic ones the causal one: same loss."""
-    from gpt2_lora.batching import Layout, collate, collate_packed, pack_rows
-    from gpt2_lora.trainstep import batch_args
+    from gpt2_lora.training.batching import Layout, collate, collate_packed
+    from gpt2_lora.training.sampling import pack_rows
+    from gpt2_lora.training.step import batch_args
     layout = Layout(random_examples(40, 30, seed=4), 128)
     rows = pack_rows(range(40), layout.n, 128)
     packed = collate_packed(layout, rows, 128, len(rows) + 2, select_multiple=64).to("cuda")
@@ -150,9 +151,10 @@ def test_packed_loss_on_cuda_equals_dynamic(precision):
 def test_packed_varlen_attention_equals_masked_attention(compiled):
     """bf16 packed rows through the variable-length flash kernel (zero-length segments padding
     cu_seqlens) give the loss and LoRA gradients of the dense block-diagonal mask."""
-    from gpt2_lora.batching import Layout, collate_packed, pack_rows
+    from gpt2_lora.training.batching import Layout, collate_packed
+    from gpt2_lora.training.sampling import pack_rows
     from gpt2_lora.model import FLASH_VARLEN
-    from gpt2_lora.trainstep import batch_args
+    from gpt2_lora.training.step import batch_args
     if FLASH_VARLEN is None:
         pytest.skip("this torch has no variable-length flash attention")
     layout = Layout(random_examples(60, 40, seed=5), 128)

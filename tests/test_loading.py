@@ -188,7 +188,7 @@ def test_lora_attn_slices_default_keeps_the_papers_layout():
     qkv = GPT2LMModel(GPT2Config(**TINY, lora_attn_dim=2, lora_attn_slices="qkv")).transformer.h[0].attn.c_attn
     assert qkv.enable_lora == [True, True, True] and tuple(qkv.lora_A.shape) == (6, 32)
     assert tuple(qkv.lora_B.shape) == (96, 2)
-    with pytest.raises(UserError, match="lora_attn_slices must be one of"):
+    with pytest.raises(ValueError, match="lora_attn_slices must be one of"):  # the library names its field
         GPT2Config(lora_attn_slices="vq")
 
 

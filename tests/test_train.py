@@ -1,227 +1,23 @@
-"""Training: upstream's loss, AdamW and schedules against hand-written references; over-fitting,
-bit-exact resume, checkpoint formats and one-line CLI errors. A tiny GPT-2 (vocab 128) on the CPU."""
+"""Training end to end through the CLI (gpt2_lora.train): over-fitting, bit-exact resume, batching modes,
+checkpoint formats and limits, DDP on two CPU processes, and one-line errors about files and work dirs.
+A tiny GPT-2 (vocab 128) on the CPU."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from gpt2_lora import lora
-from gpt2_lora.batching import BatchPlan, Layout, collate, collate_packed, pack_rows, packed_shape, read_encoded
-from gpt2_lora.checkpoint import load_checkpoint_file
+from gpt2_lora.checkpoint import load_checkpoint_file, read_metadata
+from gpt2_lora.data import read_encoded
 from gpt2_lora.model import GPT2Config, GPT2LMModel
-from gpt2_lora.optim import AdamW, Schedule
 from gpt2_lora.train import main
-from gpt2_lora.trainstep import LossModel, autocast, batch_args, evaluate, store_frozen_weights
-
-TINY = dict(vocab_size=128, n_positions=64, n_ctx=64, n_embd=32, n_layer=2, n_head=2)
-
-
-def copy_task(n: int, seed: int) -> list[tuple[list[int], list[int]]]:
-    """Context: 2-4 tokens + "eos" 127; completion: each token + 60, then 127 (easy to over-fit)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        c = [rng.randint(2, 12) for _ in range(rng.randint(2, 4))]
-        out.append((c + [127], [t + 60 for t in c] + [127]))
-    return out
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    for name, n, seed in (("train", 16, 0), ("valid", 8, 1)):
-        with open(root / f"{name}.jsonl", "w") as f:
-            for c, p in copy_task(n, seed):
-                f.write(json.dumps({"context": c, "completion": p}) + "\n")
-    (root / "config.json").write_text(json.dumps(TINY))
-    return root
-
-
-def base_args(files, work_dir, *extra):
-    return ["--train_data", str(files / "train.jsonl"), "--valid_data", str(files / "valid.jsonl"),
-            "--model_card", str(files / "config.json"), "--seq_len", "32", "--work_dir", str(work_dir),
-            "--device", "cpu", "--log_interval", "2", "--random_seed", "3", *extra]
-
-
-def tiny_model(r=4, seed=0, dropout=0.0) -> GPT2LMModel:
-    torch.manual_seed(seed)
-    model = GPT2LMModel(GPT2Config(**TINY, lora_attn_dim=r, lora_attn_alpha=8, lora_dropout=dropout))
-    with torch.no_grad():  # non-zero B, so LoRA matters
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2)
-    return model
-
-
-def reference_loss(model, examples, seq_len, label_smooth):
-    """Upstream GPT2LMModel.forward loss, written out: full (B, seq_len) logits of upstream's padded
-    tensors, per-token (1-eps)*NLL + eps*mean(-log p) (eps > 0.0001), masked sum / (mask sum + 1e-4)."""
-    layout = Layout(examples, seq_len)
-    inp, tgt, msk = (torch.from_numpy(__import__("numpy").stack(x)) for x in
-                     zip(*(layout.dense(i) for i in range(len(examples)))))
-    logp = F.log_softmax(model(inp).double(), dim=-1)
-    nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-    loss = (1 - label_smooth) * nll + label_smooth * (-logp.mean(-1)) if label_smooth > 0.0001 else nll
-    return float((loss * msk).sum().detach() / (msk.sum() + 0.0001))
-
-
-@pytest.mark.parametrize("label_smooth", [0.0, 0.1])
-def test_loss_equals_upstream_formula(label_smooth):
-    model = tiny_model().eval()
-    examples = copy_task(6, seed=5)
-    layout = Layout(examples, 32)
-    batch = collate(layout, list(range(6)), pad_multiple=8, select_multiple=8)
-    with torch.no_grad():
-        ours = float(LossModel(model, label_smooth)(batch.input_ids, batch.index, batch.target, batch.weight))
-    assert ours == pytest.approx(reference_loss(model, examples, 32, label_smooth), rel=1e-6)
-
-
-def test_packed_loss_and_gradients_equal_dynamic():
-    """Several examples per row, block-diagonal attention, positions from 0: the same function."""
-    model = tiny_model()
-    examples = copy_task(9, seed=6)
-    layout = Layout(examples, 32)
-    rows = pack_rows(range(9), layout.n, 24)
-    assert len(rows) < 9  # examples really share rows
-    packed = collate_packed(layout, rows, 24, len(rows) + 1, select_multiple=16)  # one empty row too
-    dynamic = collate(layout, list(range(9)), pad_multiple=8)
-    loss_model = LossModel(model, 0.1)
-    assert_same_loss_and_gradients(model, lambda: loss_model(*batch_args(packed)),
-                                   lambda: loss_model(*batch_args(dynamic)))
-
-
-def assert_same_loss_and_gradients(model, first, second):
-    """``first()`` and ``second()`` (losses of ``model``) agree in value and trainable gradients."""
-    results = []
-    for loss_fn in (first, second):
-        model.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        results.append((float(loss.detach()), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
-    (loss_a, grads_a), (loss_b, grads_b) = results
-    assert loss_a == pytest.approx(loss_b, rel=1e-6)
-    for a, b in zip(grads_a, grads_b):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-
-
-def reference_varlen_flash(q, k, v, cu_q, cu_k, max_q, max_k, dropout, causal, debug):
-    """A plain stand-in for aten._flash_attention_forward(varlen): causal SDPA segment by segment."""
-    assert cu_q is cu_k and dropout == 0.0 and causal and not debug and q.dim() == 3
-    out = torch.zeros_like(q)
-    bounds = cu_q.tolist()
-    for start, end in zip(bounds, bounds[1:]):
-        if end > start:  # zero-length segments pad cu_seqlens to a fixed size
-            assert end - start <= max_q
-            seg = [t[start:end].transpose(0, 1) for t in (q, k, v)]  # (heads, n, head_dim)
-            out[start:end] = F.scaled_dot_product_attention(*seg, is_causal=True).transpose(0, 1)
-    return out, None, None, None, None
-
-
-def test_packed_segments_path_equals_mask_path(monkeypatch):
-    """The variable-length attention path (model.Segments: (B*T, heads, head_dim) views, cu_seqlens
-    padded with zero-length segments) computes what the dense block-diagonal mask computes; the
-    flash kernel itself is checked against the mask on CUDA in test_gpu.py."""
-    from gpt2_lora import model as model_module
-    monkeypatch.setattr(model_module, "FLASH_VARLEN", reference_varlen_flash)
-    model = tiny_model()
-    layout = Layout(copy_task(9, seed=6), 32)
-    rows = pack_rows(range(9), layout.n, 24)
-    packed = collate_packed(layout, rows, 24, len(rows) + 1, 16, max_segments=4 * (len(rows) + 1))
-    assert int((packed.cu_seqlens[1:] == packed.cu_seqlens[:-1]).sum()) > 0  # zero-length segments present
-    assert_same_loss_and_gradients(model, lambda: LossModel(model, 0.1, varlen=True)(*batch_args(packed)),
-                                   lambda: LossModel(model, 0.1, varlen=False)(*batch_args(packed)))
-
-
-def test_bf16_residual_stream_is_close_and_is_bf16():
-    """--residual bf16 rounds the residual stream to bf16 (the blocks' outputs come out bf16); the
-    loss stays within bf16 tolerance of the fp32 stream."""
-    model = tiny_model().eval()
-    batch = collate(Layout(copy_task(6, seed=5), 32), list(range(6)), pad_multiple=8)
-    lora.mark_only_lora_as_trainable(model)
-    store_frozen_weights(model, "bf16")
-    seen = []
-    model.transformer.h[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    with torch.no_grad(), autocast(torch.device("cpu"), "bf16"):
-        losses = [float(LossModel(model, 0.1, "bf16", residual)(*batch_args(batch))) for residual in ("fp32", "bf16")]
-    assert seen == [torch.float32, torch.bfloat16]
-    assert losses[1] == pytest.approx(losses[0], rel=2e-2)
-
-
-def test_bf16_loss_close_to_fp32():
-    model = tiny_model().eval()
-    batch = collate(Layout(copy_task(6, seed=5), 32), list(range(6)), pad_multiple=8)
-    args = (batch.input_ids, batch.index, batch.target, batch.weight)
-    with torch.no_grad():
-        fp32 = float(LossModel(model, 0.1)(*args))
-        lora.mark_only_lora_as_trainable(model)
-        assert store_frozen_weights(model, "bf16") == 4 * TINY["n_layer"]  # c_attn, c_proj, c_fc, mlp.c_proj
-        with autocast(torch.device("cpu"), "bf16"):
-            bf16 = float(LossModel(model, 0.1, "bf16")(*args))
-    assert bf16 == pytest.approx(fp32, rel=2e-2)
-    assert bf16 != fp32
-
-
-def test_validation_loss_is_upstreams_mean_of_batch_means():
-    model = tiny_model().eval()
-    examples = copy_task(10, seed=2)
-    layout = Layout(examples, 32)
-    groups = [[0, 9, 3], [1, 2, 4, 5, 6, 7, 8]]  # any forward grouping gives the same answer
-    batches = [collate(layout, g, pad_multiple=8, select_multiple=8) for g in groups]
-    got = evaluate(LossModel(model), batches, 10, torch.device("cpu"), "fp32", valid_batch_size=4)
-    with torch.no_grad():
-        expected = sum(reference_loss(model, examples[i:i + 4], 32, 0.0) for i in range(0, 10, 4)) / 3
-    assert got["valid_loss"] == pytest.approx(expected, rel=1e-6)
-
-
-def upstream_adamw_reference(params, grads_per_step, lrs, betas, eps, wd, correct_bias):
-    """Upstream optimizer.AdamW.step, one parameter at a time, as plain tensor maths."""
-    params = [p.clone() for p in params]
-    m = [torch.zeros_like(p) for p in params]
-    v = [torch.zeros_like(p) for p in params]
-    for t, (grads, lr) in enumerate(zip(grads_per_step, lrs), 1):
-        for k, g in enumerate(grads):
-            m[k] = m[k] * betas[0] + g * (1 - betas[0])
-            v[k] = v[k] * betas[1] + g * g * (1 - betas[1])
-            step = lr * math.sqrt(1 - betas[1] ** t) / (1 - betas[0] ** t) if correct_bias else lr
-            params[k] = params[k] - step * m[k] / (v[k].sqrt() + eps)
-            params[k] = params[k] - lr * wd * params[k]  # decay after the update, on the new weight
-    return params
-
-
-@pytest.mark.parametrize("correct_bias,wd", [(True, 0.01), (False, 0.0), (True, 0.0)])
-def test_adamw_matches_upstream_update(correct_bias, wd):
-    torch.manual_seed(0)
-    start = [torch.randn(4, 3, dtype=torch.float64), torch.randn(5, dtype=torch.float64)]
-    grads = [[torch.randn_like(p) for p in start] for _ in range(5)]
-    lrs = [0.0, 0.01, 0.02, 0.015, 0.005]
-    params = [torch.nn.Parameter(p.clone()) for p in start]
-    opt = AdamW(params, lr=1.0, betas=(0.9, 0.999), eps=1e-6, weight_decay=wd, correct_bias=correct_bias)
-    for g, lr in zip(grads, lrs):
-        for p, gk in zip(params, g):
-            p.grad = gk.clone()
-        opt.param_groups[0]["lr"] = lr
-        opt.step()
-    expected = upstream_adamw_reference(start, grads, lrs, (0.9, 0.999), 1e-6, wd, correct_bias)
-    for p, e in zip(params, expected):
-        torch.testing.assert_close(p.detach(), e, rtol=1e-12, atol=1e-14)
-
-
-def test_schedules():
-    linear = Schedule("linear", 1.0, warmup_step=2, max_step=6)
-    assert [linear(i) for i in range(8)] == [0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
-    assert [Schedule("constant", 2.0, warmup_step=4)(i) for i in (0, 1, 4, 9)] == [0.0, 0.5, 2.0, 2.0]
-    cosine = Schedule("cosine", 1.0, warmup_step=2, max_step=10)
-    assert [cosine(i) for i in (0, 1, 2, 5, 10, 12)] == pytest.approx([0.0, 0.5, 0.9045085, 0.5, 0.0, 0.0])
-    assert Schedule("inv_sqrt", 0.3)(100) == 0.3  # upstream builds no scheduler for it
-    cycle = Schedule("cycle", 1.0, i_steps=[0, 4, 8], i_lrs=[0.1, 0.5, 0.3])
-    assert [cycle(i) for i in (0, 2, 4, 6, 9)] == pytest.approx([0.1, 0.3, 0.5, 0.4, 0.3], rel=1e-5)
+from gpt2_lora.training.batching import Layout, collate_packed
+from gpt2_lora.training.rundir import RunDir
+from gpt2_lora.training.sampling import BatchPlan, packed_shape
+from tiny_training import TINY, base_args, files, log_records, run_cli, tiny_model  # noqa: F401 (files: a fixture)
 
 
 def test_tiny_model_overfits(files, tmp_path):
@@ -290,8 +86,8 @@ def test_packed_compile_traces_once_for_every_masked_entry_count(files, tmp_path
     since K is marked dynamic. K is rounded to 8 here (64 in real runs) so that it does vary, and the
     compiler backend is a counting eager one to stay fast; without the marking dynamo traces again."""
     import torch._dynamo
-    from gpt2_lora import train as train_module
-    traces, real_compile, real_shape = [], torch.compile, train_module.packed_shape
+    from gpt2_lora.training import config as config_module
+    traces, real_compile, real_shape = [], torch.compile, config_module.packed_shape
 
     def counting(gm, example_inputs):
         traces.append(gm)
@@ -299,7 +95,7 @@ def test_packed_compile_traces_once_for_every_masked_entry_count(files, tmp_path
 
     monkeypatch.setattr(torch, "compile", lambda fn, mode=None, dynamic=None: real_compile(fn, backend=counting,
                                                                                           dynamic=dynamic))
-    monkeypatch.setattr(train_module, "packed_shape",
+    monkeypatch.setattr(config_module, "packed_shape",
                         lambda *a, **k: real_shape(*a, **k)._replace(select_multiple=8))
     torch._dynamo.reset()
     main(base_args(files, tmp_path / "run", "--lora_dim", "4", "--lora_alpha", "8", "--max_step", "6",
@@ -334,41 +130,6 @@ def test_full_finetune_safetensors_and_merged(files, tmp_path):
     ids = torch.tensor([[5, 9, 127, 65, 69]])
     with torch.no_grad():
         torch.testing.assert_close(merged.eval()(ids), with_lora.eval()(ids), rtol=1e-5, atol=1e-5)
-
-
-def run_cli(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    return exit_info.value.code, err
-
-
-@pytest.mark.parametrize("extra,message", [
-    (["--max_epoch", "1", "--precision", "fp8"], "--precision"),
-    (["--max_epoch", "1", "--lora_dim", "-1"], "--lora_dim"),
-    ([], "--max_epoch or --max_step"),
-    (["--max_epoch", "1", "--fp16"], "CUDA"),
-    (["--max_epoch", "1", "--init_checkpoint", "/nonexistent/gpt2.bin"], "not found"),
-    (["--max_epoch", "1", "--resume"], "nothing to resume"),
-    (["--max_epoch", "1", "--max_tokens", "64"], "--batching bucketed"),
-    (["--max_epoch", "1", "--batching", "packed"], "--batching packed needs --max_tokens"),
-    (["--max_epoch", "1", "--batching", "packed", "--max_tokens", "64", "--pack_len", "8"], "--pack_len 8"),
-    (["--max_epoch", "1", "--batching", "packed", "--max_tokens", "16", "--pack_len", "32"], "less than one row"),
-    (["--max_epoch", "1", "--residual", "bf16"], "--residual bf16 needs --precision bf16"),
-    (["--max_epoch", "1", "--packed_attention", "varlen"], "needs --batching packed"),
-    (["--max_epoch", "1", "--batching", "packed", "--max_tokens", "64", "--precision", "bf16",
-      "--packed_attention", "varlen"], "needs a CUDA device"),
-    (["--max_epoch", "1", "--lr", "nan"], "--lr must be a finite number >= 0"),
-    (["--max_epoch", "1", "--adam_epislon", "0"], "--adam_epislon must be a finite number > 0"),
-    (["--max_epoch", "1", "--clip", "-1"], "--clip must be a finite number >= 0 (0 = no clipping)"),
-    (["--max_epoch", "1", "--weight_decay", "-0.1"], "--weight_decay must be"),
-    (["--max_epoch", "1", "--lora_dim", "4", "--lora_alpha", "0"], "--lora_alpha must be > 0"),
-    (["--max_epoch", "1", "--resume", "--overwrite"], "give one"),
-    (["--scheduler", "cycle"], "--scheduler cycle trains for --i_steps' last step"),
-])
-def test_bad_flags_are_one_line_errors(files, tmp_path, capsys, extra, message):
-    code, err = run_cli(base_args(files, tmp_path / "w", *extra), capsys)
-    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
 
 
 def test_unreadable_resume_file_is_one_line_and_left_in_place(files, tmp_path, capsys):
@@ -512,3 +273,99 @@ def test_a_diverged_loss_stops_the_run(files, tmp_path, capsys):
     code, err = run_cli(base_args(files, tmp_path / "w", "--lora_dim", "0", "--max_step", "40", "--lr", "1e30",
                                   "--warmup_step", "0", "--log_interval", "1", "--save_interval", "100"), capsys)
     assert code == 2 and err[-1].startswith("error: the training loss is nan at step")
+
+
+def step_files(work_dir) -> set[str]:
+    return {p.name for p in work_dir.glob("model.*")}
+
+
+def test_full_fine_tuning_keeps_two_checkpoints_and_resumes_after_pruning(files, tmp_path):
+    """--lora_dim 0 keeps the newest 2 step checkpoints by default (each is the whole model), plus
+    model.best; a run paused with --save_total_limit 1 keeps the checkpoint resume.pt holds and resumes
+    bit-exactly."""
+    common = ["--lora_dim", "0", "--lr", "0.001", "--max_step", "6", "--save_interval", "1", "--eval_interval", "100"]
+    main(base_args(files, tmp_path / "full", *common))
+    assert step_files(tmp_path / "full") == {"model.5.pt", "model.6.pt", "model.best.pt"}
+    cut = tmp_path / "cut"
+    main(base_args(files, cut, *common, "--save_total_limit", "1", "--stop_at_step", "4"))
+    assert step_files(cut) == {"model.4.pt", "model.best.pt"}
+    assert torch.load(cut / "resume.pt", weights_only=True)["progress"]["step"] == 4
+    main(base_args(files, cut, *common, "--save_total_limit", "1", "--resume"))
+    assert step_files(cut) == {"model.6.pt", "model.best.pt"}
+    a, b = (load_checkpoint_file(d / "model.6.pt")["model_state_dict"] for d in (tmp_path / "full", cut))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lora = tmp_path / "lora"  # LoRA files are small: all kept unless a limit is given
+    main(base_args(files, lora, "--lora_dim", "4", "--max_step", "4", "--save_interval", "1", "--eval_interval", "100"))
+    assert step_files(lora) == {"model.1.pt", "model.2.pt", "model.3.pt", "model.4.pt", "model.best.pt"}
+
+
+def test_epoch_checkpoints_are_kept_whatever_the_limit(files, tmp_path):
+    """16 examples in batches of 8: epochs end at steps 2, 4 and 6. With --keep_epoch_checkpoints those
+    stay beside the newest one, and RunDir.epoch_checkpoints() finds them."""
+    common = ["--lora_dim", "4", "--max_epoch", "3", "--save_interval", "1", "--eval_interval", "100",
+              "--save_total_limit", "1"]
+    main(base_args(files, tmp_path / "kept", *common, "--keep_epoch_checkpoints", "--save_format", "safetensors"))
+    kept = RunDir(tmp_path / "kept")
+    assert kept.epoch_checkpoints() == {e: tmp_path / "kept" / f"model.{2 * e}.safetensors" for e in (1, 2, 3)}
+    assert set(kept.checkpoints()) == {2, 4, 6} and kept.best_checkpoint() is not None
+    described = read_metadata(kept.epoch_checkpoints()[2])  # every checkpoint describes itself
+    assert described["lora_dim"] == 4 and described["model_config"]["n_embd"] == TINY["n_embd"]
+    main(base_args(files, tmp_path / "limited", *common))
+    assert set(RunDir(tmp_path / "limited").checkpoints()) == {6}
+    assert list(RunDir(tmp_path / "limited").epoch_checkpoints()) == [3]  # the others were pruned
+
+
+EAGER_COMPILE = """import sys
+import torch
+real = torch.compile  # dynamo traces (and, under DDP, splits at the gradient buckets) but runs eagerly
+torch.compile = lambda fn, mode=None, dynamic=None: real(fn, backend="eager", dynamic=dynamic)
+from gpt2_lora.train import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_packed_compiled_ddp_over_epochs_equals_one_process_with_grad_acc(tmp_path):
+    """torchrun --nproc_per_node=2 --batching packed --compile (gloo, CPU; dynamo with an eager backend)
+    over 2 epochs equals one process with --grad_acc 2, at each epoch's end checkpoint.
+
+    The equality needs an even number of packed batches per epoch (here 6: 20 examples): ranks take
+    turns through one shuffled plan and the batches that do not make a full round are dropped, so that
+    every rank steps the same number of times; one process keeps an odd epoch's last batch and
+    accumulates it with the next epoch's first, and counts one more batch per epoch for --max_epoch.
+    (With an odd count only the steps within the first epoch agree: the test above.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tiny_training import copy_task
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, n, seed in (("train", 20, 0), ("valid", 8, 1)):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps({"context": c, "completion": p}) + "\n"
+                                                    for c, p in copy_task(n, seed)))
+    (data / "config.json").write_text(json.dumps(TINY))
+    layout = Layout(read_encoded(data / "train.jsonl"), 32)
+    shape = packed_shape(layout.n, 32, 32, 16, dynamic_entries=True)
+    assert [len(BatchPlan(layout.n, 8, 3, "packed", packed=shape).epoch(e)) for e in (1, 2)] == [6, 6]
+    common = ("--lora_dim", "4", "--lora_alpha", "8", "--lora_dropout", "0", "--max_epoch", "2", "--batching", "packed",
+              "--max_tokens", "32", "--pack_len", "16", "--warmup_step", "1", "--lr", "0.01", "--compile",
+              "--eval_interval", "100", "--save_interval", "100", "--log_interval", "1")
+    (tmp_path / "eager_compile.py").write_text(EAGER_COMPILE)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    for run, launcher, extra in (("one", [], ["--grad_acc", "2"]),
+                                 ("two", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"], [])):
+        done = subprocess.run([sys.executable, *launcher, str(tmp_path / "eager_compile.py"),
+                               *base_args(data, tmp_path / run, *common, *extra)],
+                              env=env, capture_output=True, text=True, timeout=400)
+        assert done.returncode == 0, done.stderr[-2000:]
+    one, two = RunDir(tmp_path / "one"), RunDir(tmp_path / "two")
+    assert one.epoch_checkpoints().keys() == two.epoch_checkpoints().keys() == {1, 2}
+    assert {e: p.name for e, p in two.epoch_checkpoints().items()} == {1: "model.3.pt", 2: "model.6.pt"}
+    for epoch in (1, 2):
+        a, b = (load_checkpoint_file(r.epoch_checkpoints()[epoch])["model_state_dict"] for r in (one, two))
+        assert sorted(a) == sorted(b) and any("lora_" in k for k in a)
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)
+    valid = [[r["valid_loss"] for r in log_records(run.path) if r["event"] == "eval"] for run in (one, two)]
+    assert len(valid[0]) == 2 and valid[1] == pytest.approx(valid[0], rel=1e-6)  # validation split over ranks
+    assert json.loads((tmp_path / "two" / "args.json").read_text())["world_size"] == 2

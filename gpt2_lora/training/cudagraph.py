@@ -5,14 +5,14 @@ Why: with the paper's batch (8 short E2E examples) GPT-2 M does ~3 ms of GPU wor
 issues them all at once. Batches are padded to a few shapes (lengths to multiples of 32, masked entries
 to multiples of 64: about 20 shapes for E2E), and one graph is captured the first time a shape is seen.
 
-The maths is ``trainstep.Stepper`` + ``optim.AdamW``, arranged so the graph needs no value from the host:
+The maths is ``step.Stepper`` + ``optim.AdamW``, arranged so the graph needs no value from the host:
 the learning rate and bias correction of every step are precomputed into device tables that a device-side
 step counter indexes. The update is written as ``p -= (m / (sqrt(v) + eps)) * step_size`` rather than
 ``addcdiv``, so it can differ from the eager optimizer in the last bit. Dropout draws from the CUDA
 generator through the graph's registered RNG state (a different stream of numbers than eager).
 
-Limits (``gpt2_lora.train`` falls back to the eager ``Stepper``, saying why): one process, ``--grad_acc 1``,
-fp32 or bf16 (no fp16 loss scaling).
+Limits: one process, no gradient accumulation, fp32 or bf16 (no fp16 loss scaling). ``training.config``
+chooses this stepper only where it can run (else the eager ``Stepper``, saying why).
 """
 
 from __future__ import annotations
@@ -21,29 +21,23 @@ import torch
 
 from .batching import Batch
 from .optim import AdamW, Schedule, adam_step_size
-from .trainstep import LOW_DTYPES, Stepper, batch_args
-
-
-def unsupported_reason(device: torch.device, world_size: int, grad_acc: int, precision: str) -> str | None:
-    """Why the graphed step cannot run here, or None when it can."""
-    if device.type != "cuda":
-        return "CUDA graphs need a CUDA device"
-    if world_size > 1:
-        return "CUDA graphs run in a single process (multi-GPU training uses the eager step)"
-    if grad_acc != 1:
-        return "CUDA graphs need --grad_acc 1"
-    if precision == "fp16":
-        return "CUDA graphs do not support fp16 loss scaling (use bf16)"
-    return None
+from .step import LOW_DTYPES, Stepper, batch_args
 
 
 class GraphedStepper:
-    """Drop-in for ``trainstep.Stepper`` (``micro_step``, ``optimizer_step``, ``read_loss``) on one GPU."""
+    """Drop-in for ``step.Stepper`` (``micro_step``, ``optimizer_step``, ``read_loss``) on one GPU."""
 
     scaler = None
 
     def __init__(self, loss_fn, optimizer: AdamW, schedule: Schedule, device: torch.device, precision: str,
                  max_step: int, clip: float = 0.0):
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16 (a graph cannot replay fp16 loss scaling), "
+                             f"got {precision!r}")
+        if max_step < 1:
+            raise ValueError(f"max_step must be at least 1, got {max_step}")
+        if not clip >= 0.0:
+            raise ValueError(f"clip must be >= 0 (0 = no clipping), got {clip}")
         self.loss_fn, self.optimizer, self.schedule = loss_fn, optimizer, schedule
         self.device, self.precision, self.max_step, self.clip = device, precision, max_step, clip
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -139,7 +133,7 @@ class GraphedStepper:
     # ------------------------------------------------------------------------------ Stepper API
     def micro_step(self, batch: Batch, update: bool) -> None:
         if not update:
-            raise RuntimeError("GraphedStepper needs --grad_acc 1")
+            raise RuntimeError("GraphedStepper steps on every micro-batch (no gradient accumulation)")
         self.pending = batch
 
     def optimizer_step(self, step: int) -> float:

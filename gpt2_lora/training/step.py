@@ -1,6 +1,7 @@
 """One training step: upstream's loss at the masked positions, precision handling, the optimizer step.
 
-Used by ``gpt2_lora.train`` and by ``scripts/benchmark_train.py``.
+Used by ``training.loop`` and by ``scripts/benchmark_train.py``; which precision, residual and
+attention a run may use is decided by ``training.config`` (this module takes its parameters as given).
 
 The loss is upstream's ``GPT2LMModel.forward(lm_labels, lm_mask, label_smooth)``:
 ``sum(mask * loss_t) / (sum(mask) + 0.0001)`` with ``loss_t = (1 - ε)·NLL + ε·mean_v(-log p_v)`` when
@@ -31,9 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..model import Segments
 from .batching import Batch
-from .errors import UserError
-from .model import FLASH_VARLEN, Segments
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 RESIDUALS = ("fp32", "bf16")
@@ -47,30 +47,6 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=LOW_DTYPES[precision])
-
-
-def check_precision(device: torch.device, precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        raise UserError("--precision fp16 (or --fp16) needs a CUDA device; use bf16 or fp32 on the CPU")
-
-
-def check_fast_paths(device: torch.device, precision: str, residual: str, packed_attention: str,
-                     batching: str) -> None:
-    """One-line errors for ``--residual`` and ``--packed_attention`` where they cannot run."""
-    if residual not in RESIDUALS:
-        raise UserError(f"--residual must be one of {', '.join(RESIDUALS)}, got {residual!r}")
-    if residual == "bf16" and precision != "bf16":
-        raise UserError(f"--residual bf16 needs --precision bf16 (got --precision {precision})")
-    if packed_attention not in PACKED_ATTENTION:
-        raise UserError(f"--packed_attention must be one of {', '.join(PACKED_ATTENTION)}, got {packed_attention!r}")
-    if packed_attention == "varlen":
-        if batching != "packed":
-            raise UserError("--packed_attention varlen needs --batching packed")
-        if device.type != "cuda" or precision == "fp32" or FLASH_VARLEN is None:
-            raise UserError("--packed_attention varlen needs a CUDA device, --precision bf16 or fp16 and a torch "
-                            "with flash attention; use --packed_attention mask")
 
 
 def store_frozen_weights(model: nn.Module, precision: str) -> int:
@@ -92,6 +68,8 @@ class LossModel(nn.Module):
     def __init__(self, model: nn.Module, label_smooth: float = 0.0, precision: str = "fp32",
                  residual: str = "fp32", varlen: bool = False):
         super().__init__()
+        if residual not in RESIDUALS:
+            raise ValueError(f"residual must be one of {', '.join(RESIDUALS)}, got {residual!r}")
         self.model = model
         self.label_smooth = label_smooth if label_smooth > SMOOTH_THRESHOLD else 0.0
         self.residual_dtype = torch.bfloat16 if residual == "bf16" else None
@@ -170,6 +148,12 @@ class Stepper:
                  precision: str = "fp32", grad_acc: int = 1, clip: float = 0.0,
                  params: Iterable[torch.Tensor] | None = None, ddp: nn.Module | None = None,
                  cudagraphs: bool = False, dynamic_entries: bool = False):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if grad_acc < 1:
+            raise ValueError(f"grad_acc must be at least 1, got {grad_acc}")
+        if not clip >= 0.0:
+            raise ValueError(f"clip must be >= 0 (0 = no clipping), got {clip}")
         self.loss_fn, self.optimizer, self.schedule = loss_fn, optimizer, schedule
         self.dynamic_entries = dynamic_entries  # mark K dynamic for a compiled loss_fn
         self.device, self.precision, self.grad_acc, self.clip = device, precision, grad_acc, clip

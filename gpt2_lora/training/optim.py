@@ -8,7 +8,7 @@ Upstream's AdamW is the HF-BERT variant, not ``torch.optim.AdamW``:
 * weight decay comes *after* the Adam update, on the updated weight: ``p += -lr * wd * p``.
 
 torch's AdamW decays first and puts eps after the corrected ``sqrt(v)``, so it differs in both places;
-this one matches upstream bit for bit (``tests/test_train.py``) while updating all parameters with a
+this one matches upstream bit for bit (``tests/test_optim.py``) while updating all parameters with a
 few ``torch._foreach_*`` calls instead of a Python loop of small kernels.
 
 Schedules are pure functions of the number of optimizer steps already taken, ``i``: the lr of step
@@ -27,8 +27,6 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .errors import UserError
-
 SCHEDULERS = ("cosine", "inv_sqrt", "dev_perf", "constant", "linear", "cycle")
 NO_DECAY = ("bias", "layer_norm.weight")  # upstream's substrings (its LayerNorms are ln_*, so only biases match)
 
@@ -38,13 +36,13 @@ class AdamW(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
                  weight_decay: float = 0.0, correct_bias: bool = True):
-        if lr < 0.0:
-            raise UserError(f"--lr must be >= 0, got {lr}")
-        for name, beta in zip(("--adam_beta1", "--adam_beta2"), betas):
+        if not lr >= 0.0:
+            raise ValueError(f"lr must be >= 0, got {lr}")
+        for k, beta in enumerate(betas):
             if not 0.0 <= beta < 1.0:
-                raise UserError(f"{name} must be in [0, 1), got {beta}")
-        if eps < 0.0:
-            raise UserError(f"--adam_epislon must be >= 0, got {eps}")
+                raise ValueError(f"betas[{k}] must be in [0, 1), got {beta}")
+        if not eps >= 0.0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       correct_bias=correct_bias))
 
@@ -118,15 +116,15 @@ class Schedule:
     def __init__(self, name: str, lr: float, warmup_step: int = 0, max_step: int | None = None,
                  i_steps: Iterable[int] = (0,), i_lrs: Iterable[float] = (0.00025,)):
         if name not in SCHEDULERS:
-            raise UserError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {name!r}")
+            raise ValueError(f"name must be one of {', '.join(SCHEDULERS)}, got {name!r}")
         if warmup_step < 0:
-            raise UserError(f"--warmup_step must be >= 0, got {warmup_step}")
+            raise ValueError(f"warmup_step must be >= 0, got {warmup_step}")
         if name in ("linear", "cosine") and max_step is None:
-            raise UserError(f"--scheduler {name} needs --max_step or --max_epoch")
+            raise ValueError(f"the {name} schedule needs max_step")
         self.name, self.lr, self.warmup, self.max_step = name, lr, warmup_step, max_step
         self.i_steps, self.i_lrs = list(i_steps), list(i_lrs)
         if name == "cycle" and (len(self.i_steps) != len(self.i_lrs) or not self.i_steps):
-            raise UserError("--i_steps and --i_lrs must list the same number of values")
+            raise ValueError("i_steps and i_lrs must list the same number of values (at least one)")
 
     def __call__(self, i: int) -> float:
         name, warmup = self.name, self.warmup
