@@ -7,8 +7,10 @@ scripts (through the CLI below), ``scripts/gpu_validation.sh`` and the benchmark
 
     python -m gpt2_lora.recipes train-flags e2e     # the gpt2_lora.train flags, one line
     python -m gpt2_lora.recipes beam-flags e2e      # the gpt2_lora.beam flags of the task's first decoding
+    python -m gpt2_lora.recipes length-penalties e2e   # 0.8 0.9: the length penalty of each decoding
     python -m gpt2_lora.recipes data-dir webnlg     # webnlg_challenge_2017
     python -m gpt2_lora.recipes hf-name gpt2.md     # gpt2-medium (also: sm, md, lg)
+    python -m gpt2_lora.recipes value e2e train.lora_alpha    # one setting (train.*, headline.*, score.*)
     python -m gpt2_lora.recipes show [TASK]         # everything, as JSON
 
 A task of one's own (a folder with train/valid/test made like E2E's) gets E2E's recipe and metrics:
@@ -205,6 +207,16 @@ def card(name: str) -> Card:
     return CARDS[full]
 
 
+def setting(recipe: TaskRecipe, name: str):
+    """``train.lora_alpha``, ``headline.beam``, ``score.ref_num``, ``data_dir``: one value of a task's recipe."""
+    value = recipe
+    for part in name.split("."):
+        if not dataclasses.is_dataclass(value) or not hasattr(value, part):
+            raise UserError(f"no setting '{name}' in the {recipe.name} recipe (see: python -m gpt2_lora.recipes show)")
+        value = getattr(value, part)
+    return value
+
+
 def _show(recipe: TaskRecipe) -> dict:
     return {**dataclasses.asdict(recipe), "tags": [d.tag for d in recipe.decodes]}
 
@@ -216,9 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m gpt2_lora.recipes", description="Print the paper's settings for shell scripts.")
     sub = p.add_subparsers(dest="what", required=True)
     for what, help_ in (("train-flags", "gpt2_lora.train flags"), ("beam-flags", "gpt2_lora.beam flags"),
+                        ("length-penalties", "the length penalty of each decoding"),
                         ("data-dir", "the data folder"), ("raw-file", "the raw training file")):
         sub.add_parser(what, help=help_).add_argument("task")
     sub.add_parser("hf-name", help="a card's Hugging Face name").add_argument("card")
+    value = sub.add_parser("value", help="one setting, e.g. train.lora_alpha or headline.length_penalty")
+    value.add_argument("task")
+    value.add_argument("name")
     sub.add_parser("show", help="everything, as JSON").add_argument("task", nargs="?")
     return p
 
@@ -228,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.what == "hf-name":
         print(card(args.card).hf_name)
+    elif args.what == "value":
+        print(setting(task(args.task), args.name))
     elif args.what == "show":
         shown = {args.task: _show(task(args.task))} if args.task else {n: _show(t) for n, t in TASKS.items()}
         print(json.dumps({"tasks": shown, "cards": {n: dataclasses.asdict(c) for n, c in CARDS.items()}}, indent=1))
@@ -235,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = task(args.task)
         print({"train-flags": lambda: " ".join(recipe.train.train_flags()),
                "beam-flags": lambda: " ".join(recipe.headline.beam_flags()),
+               "length-penalties": lambda: " ".join(str(d.length_penalty) for d in recipe.decodes),
                "data-dir": lambda: recipe.data_dir, "raw-file": lambda: recipe.raw_file}[args.what]())
     return 0
 

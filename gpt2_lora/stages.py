@@ -106,16 +106,16 @@ def epoch_ends(records: list[dict]) -> list[tuple[int, int]]:
     the record before it. The last record's step ends the last epoch.
     """
     ends: list[tuple[int, int]] = []
-    top, previous = None, None
+    top, previous = 1, None  # epochs count from 1
     for record in records:
         label, step = record.get("epoch"), record.get("step")
         if label is None or step is None:
             continue
-        if top is not None and label > top:
+        if label > top:
             ends.append((top, step if record.get("event") == "eval" or previous is None else previous))
-        top = label if top is None else max(top, label)
+            top = label
         previous = step
-    if previous is not None and top is not None and previous not in {s for _, s in ends}:
+    if previous is not None and previous not in {s for _, s in ends}:
         ends.append((top, previous))
     return ends
 

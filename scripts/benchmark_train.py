@@ -50,9 +50,11 @@ from gpt2_lora.batching import (Layout, collate, collate_packed, pack_rows, pack
                                 read_encoded, token_budget_batches)
 from gpt2_lora.model import GPT2Config, GPT2LMModel  # noqa: E402
 from gpt2_lora.optim import AdamW, Schedule, grouped_parameters  # noqa: E402
+from gpt2_lora.recipes import E2E  # noqa: E402
 from gpt2_lora.trainstep import LossModel, Stepper, store_frozen_weights  # noqa: E402
 
 E2E_STEPS = 26290  # 5 epochs of E2E at batch 8 (upstream's max_step)
+PAPER = E2E.train  # the paper's training recipe (gpt2_lora/recipes.py)
 # name -> (precision, compile mode or None, padding, token budget?)
 OURS = {
     "ours fp32 padded to seq_len (upstream-like)": ("fp32", None, "padded", False),
@@ -167,13 +169,14 @@ def run_ours(name, examples, config, args, device):
         model = GPT2LMModel(config)
     lora.mark_only_lora_as_trainable(model)
     store_frozen_weights(model, precision)
-    loss_model = LossModel(model, label_smooth=0.1, precision=precision, **LOSS_OPTIONS.get(name, {})).train()
+    loss_model = LossModel(model, label_smooth=PAPER.label_smooth, precision=precision,
+                           **LOSS_OPTIONS.get(name, {})).train()
     fn = loss_model if compile_mode in (None, "graph") else torch.compile(
         loss_model, mode=None if compile_mode == "default" else compile_mode,
         dynamic=None if padding == "packed" else True)  # packed: static but for K (dynamic_entries below)
-    optimizer = AdamW(grouped_parameters(model, False), lr=2e-4, betas=(0.9, 0.999), eps=1e-6,
-                      weight_decay=0.01, correct_bias=True)
-    schedule = Schedule("linear", 2e-4, 500, E2E_STEPS)
+    optimizer = AdamW(grouped_parameters(model, False), lr=PAPER.lr, betas=(0.9, PAPER.adam_beta2), eps=1e-6,
+                      weight_decay=PAPER.weight_decay, correct_bias=PAPER.correct_bias)
+    schedule = Schedule(PAPER.scheduler, PAPER.lr, PAPER.warmup_step, E2E_STEPS)
     if graphed:
         if device.type != "cuda":
             raise RuntimeError("CUDA graphs need a GPU")
@@ -215,10 +218,12 @@ def run_hf(name, examples, config, args, device):
                          eos_token_id=config.vocab_size - 1)
     with torch.device(device):
         model = GPT2LMHeadModel(hf_config)
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=32, lora_dropout=0.1, target_modules=["c_attn"],
+    model = get_peft_model(model, LoraConfig(r=PAPER.lora_dim, lora_alpha=PAPER.lora_alpha,
+                                             lora_dropout=PAPER.lora_dropout, target_modules=["c_attn"],
                                              fan_in_fan_out=True, task_type="CAUSAL_LM"))
     model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, weight_decay=0.01)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=PAPER.lr,
+                                  weight_decay=PAPER.weight_decay)
     amp = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
            else torch.autocast(device.type, enabled=False))
     losses = []
@@ -241,9 +246,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny model, CPU, few steps: a smoke test")
     p.add_argument("--model_card", default="gpt2.md")
-    p.add_argument("--lora_dim", type=int, default=4)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq_len", type=int, default=512)
+    p.add_argument("--lora_dim", type=int, default=PAPER.lora_dim)
+    p.add_argument("--batch", type=int, default=PAPER.train_batch_size)
+    p.add_argument("--seq_len", type=int, default=PAPER.seq_len)
     p.add_argument("--steps", type=int, default=50, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=5, help="extra untimed steps after the shape warm-up")
     p.add_argument("--max_tokens", type=int, default=16384, help="token budget of the throughput configuration")
@@ -258,13 +263,13 @@ def main(argv=None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.quick else "cpu"))
     if args.quick:
         config = GPT2Config(vocab_size=1024, n_positions=128, n_ctx=128, n_embd=64, n_layer=2, n_head=2,
-                            lora_attn_dim=args.lora_dim, lora_attn_alpha=32, lora_dropout=0.1)
+                            lora_attn_dim=args.lora_dim, lora_attn_alpha=PAPER.lora_alpha, lora_dropout=PAPER.lora_dropout)
         args.steps, args.warmup, args.seq_len, args.max_tokens = 3, 1, 128, 512
         args.examples = min(args.examples, 128)
         default = ["ours fp32 padded to seq_len (upstream-like)", "ours fp32", "ours bf16", "HF+PEFT fp32"]  # compile: --configs
     else:
-        config = GPT2Config.resolve(args.model_card, lora_attn_dim=args.lora_dim, lora_attn_alpha=32,
-                                    lora_dropout=0.1)
+        config = GPT2Config.resolve(args.model_card, lora_attn_dim=args.lora_dim, lora_attn_alpha=PAPER.lora_alpha,
+                                    lora_dropout=PAPER.lora_dropout)
         default = [*OURS, *HF] if device.type == "cuda" else ["ours fp32", "ours bf16", "HF+PEFT fp32"]
     names = [n.strip() for n in args.configs.split(",")] if args.configs else default
     unknown = [n for n in names if n not in OURS and n not in HF]
