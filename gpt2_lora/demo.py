@@ -18,7 +18,8 @@ from pathlib import Path
 from . import prepare, recipes, stages
 from .errors import cli
 from .fileio import atomic_write
-from .pipeline import PipelineConfig, Run, print_summary, project_root, run, training
+from .pipeline import PipelineConfig, Run, print_summary, run, training
+from .pipeline_config import project_root
 
 
 def write_if_changed(path: Path, text: str) -> None:
