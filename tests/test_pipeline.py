@@ -381,3 +381,30 @@ def test_shell_environment_becomes_options(env, options):
 
 def test_wrappers_are_short():
     assert len((ROOT / "scripts" / "run_pipeline.sh").read_text().splitlines()) <= 40
+
+
+def test_several_processes_train_under_torchrun(monkeypatch):
+    calls = []
+    monkeypatch.setattr(stages.subprocess, "run", lambda command, env: calls.append((command, env)) or
+                        subprocess.CompletedProcess(command, 0))
+    stages.run_torchrun(2, ["--train_data", "t.jsonl"])
+    command, env = calls[0]
+    assert command == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                       "gpt2_lora.train", "--train_data", "t.jsonl"]
+    assert str(ROOT) in env["PYTHONPATH"].split(os.pathsep)
+    monkeypatch.setattr(stages.subprocess, "run", lambda command, env: subprocess.CompletedProcess(command, 3))
+    with pytest.raises(UserError, match="training under torchrun failed \\(exit status 3\\)"):
+        stages.run_torchrun(2, [])
+
+
+def test_seeds_go_side_by_side_only_with_several_gpus_and_one_process_each(tiny, tmp_path, monkeypatch):
+    from gpt2_lora import runs
+
+    config = pl.parse_args(tiny_argv(tiny, tmp_path, "--seeds", "1,2,3"))
+    monkeypatch.setattr(runs, "visible_gpus", lambda: ["4", "6"])
+    assert runs.seed_slots(dataclasses.replace(config, device=None)) == ["4", "6"]
+    assert runs.seed_slots(config) == []  # --device cpu
+    assert runs.seed_slots(dataclasses.replace(config, device=None, nproc=2)) == []
+    assert runs.seed_slots(dataclasses.replace(config, device=None, seeds=(1,))) == []
+    monkeypatch.setattr(runs, "visible_gpus", lambda: ["0"])
+    assert runs.seed_slots(dataclasses.replace(config, device=None)) == []
