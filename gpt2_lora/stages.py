@@ -73,6 +73,17 @@ def eval_main(script: str):
 
 
 # ------------------------------------------------------------------------------------------ training
+def release_gpu_memory() -> None:
+    """Training ran in this process: give its model, optimizer and CUDA graphs' memory back before beam search."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def read_log(work: Path) -> list[dict]:
     try:
         lines = (work / "log.jsonl").read_text(encoding="utf-8").splitlines()
@@ -181,6 +192,7 @@ def train(training: Training, marks: stamps.StampDir) -> Path | None:
         from . import train as train_cli  # torch and the model load only when training runs
 
         call(["python", "-m", "gpt2_lora.train"], train_cli.main, argv)
+        release_gpu_memory()
     if training.paused_at is not None:
         say(f"training paused at --stop_at_step {training.paused_at}: run the same command without it to continue")
         return None

@@ -22,7 +22,8 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 # shellcheck source=pipeline_env.sh
 source "$REPO/scripts/pipeline_env.sh"
 TASK=${1:-}; shift || true
-OPTS=(--stages prepare,train --work_dir "${WORK_DIR:-$REPO/trained_models/GPT2_{size}/{task}}")
+UPSTREAM_LAYOUT="$REPO/trained_models/GPT2_{size}/{task}"  # the pipeline fills in S/M/L and the task
+OPTS=(--stages prepare,train --work_dir "${WORK_DIR:-$UPSTREAM_LAYOUT}")
 [ -n "${MODEL:-}" ] && OPTS+=(--model_card "$MODEL")
 [ -n "${DATA:-}" ] && OPTS+=(--data "$DATA")
 exec "${PYTHON:-python}" -m gpt2_lora.pipeline "$TASK" "${OPTS[@]}" ${PIPELINE_ENV[@]+"${PIPELINE_ENV[@]}"} -- "$@"

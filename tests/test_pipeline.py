@@ -408,3 +408,17 @@ def test_seeds_go_side_by_side_only_with_several_gpus_and_one_process_each(tiny,
     assert runs.seed_slots(dataclasses.replace(config, device=None, seeds=(1,))) == []
     monkeypatch.setattr(runs, "visible_gpus", lambda: ["0"])
     assert runs.seed_slots(dataclasses.replace(config, device=None)) == []
+
+
+def test_train_task_script_runs_the_prepare_and_train_stages(tiny, tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "MODEL": str(tiny / "tiny.json"), "GPT2_CKPT": str(tiny / "base.pt"),
+           "DATA": str(tiny / "data"), "WORK_DIR": str(tmp_path / "{task}_{size}"), "GRAPHS": "0"}
+    command = ["bash", str(ROOT / "scripts" / "train_e2e.sh"), "--max_step", "2", "--device", "cpu"]
+    first = subprocess.run(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert list(sections(first.stdout)) == ["1/6 prepare (e2e)", "2/6 train"]
+    assert (tmp_path / "e2e_custom" / "model.2.pt").is_file()
+    args = json.loads((tmp_path / "e2e_custom" / "args.json").read_text())
+    assert (args["lr"], args["max_step"], args["precision"], args["cuda_graphs"]) == (0.0002, 2, "fp32", False)
+    again = subprocess.run(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+    assert again.returncode == 0 and "up to date: " in sections(again.stdout)["2/6 train"]
