@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import custom_data, data
+from . import custom_data, data, stamps
 from .cli import Parser
 from .errors import UserError, cli
 from .fileio import atomic_files, atomic_write, check_outputs
@@ -50,22 +50,14 @@ def output_paths(out: Path) -> list[Path]:
 
 
 def _stamp(task: str, sources: dict[str, Path], options: dict) -> dict:
-    files = {}
-    for split, path in sources.items():
-        st = path.stat()
-        files[split] = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    files = {split: stamps.file_record(path) for split, path in sources.items()}
     return {"layout_version": LAYOUT_VERSION, "task": task, "options": options, "sources": files}
 
 
 def is_up_to_date(out: Path, stamp: dict) -> bool:
     """True when every output exists, is newer than every source, and the saved stamp equals ``stamp``."""
-    try:
-        saved = json.loads((out / STAMP_NAME).read_text(encoding="utf-8"))
-        oldest_output = min(path.stat().st_mtime_ns for path in output_paths(out))
-    except (OSError, ValueError):
-        return False
-    newest_source = max(entry["mtime_ns"] for entry in stamp["sources"].values())
-    return saved == stamp and oldest_output >= newest_source
+    sources = [entry["path"] for entry in stamp["sources"].values()]
+    return stamps.up_to_date(out / STAMP_NAME, stamp, output_paths(out), sources)
 
 
 def _log(message: str) -> None:
@@ -116,15 +108,14 @@ def _write_examples(task: str, examples: dict[str, list[data.Example]], sources:
     tokenizer = Tokenizer(vocab)
     outputs = [out / f"{split}{suffix}.jsonl" for split in examples for suffix in ("_formatted", "")]
     check_outputs({f"--out ({p.name})": p for p in outputs}, {f"source {p.name}": p for p in sources.values()})
-    (out / STAMP_NAME).unlink(missing_ok=True)  # an interrupted run must not look finished
+    stamps.clear(out / STAMP_NAME)  # an interrupted run must not look finished
     with atomic_files(outputs) as handles:  # every split's layers in place together, or none of them
         for (split, items), formatted, encoded_file in zip(examples.items(), handles[::2], handles[1::2]):
             formatted.write("".join(map(data.formatted_line, items)))
             encoded = data.encode_examples(items, tokenizer, desc=f"{task} {split}", num_threads=num_threads)
             encoded_file.write("".join(data.encoded_line(c, x) for c, x in encoded))
             _log(f"{task} {split}: {len(items):,} examples from {origin[split]} -> {out}/{split}.jsonl")
-    with atomic_write(out / STAMP_NAME) as handle:
-        json.dump(stamp, handle, indent=1)
+    stamps.write(out / STAMP_NAME, stamp)
 
 
 def prepare_synthetic(out: str | os.PathLike, sizes: dict[str, int] | None = None, seed: int = 0,

@@ -27,6 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpt2_lora.beam import BeamSettings, generate, read_contexts  # noqa: E402
+from gpt2_lora.recipes import E2E  # noqa: E402
+
+PAPER = E2E.headline  # the paper's decoding settings (gpt2_lora/recipes.py)
 from gpt2_lora.data import EOS_ID as EOS  # noqa: E402
 from gpt2_lora.model import GPT2Config, GPT2LMModel  # noqa: E402
 
@@ -94,11 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=None, help="encoded E2E test.jsonl (default: synthetic contexts)")
     p.add_argument("--model_card", default="gpt2.md", help="card or HF config.json (random weights)")
-    p.add_argument("--beam", type=int, default=10)
-    p.add_argument("--eval_len", type=int, default=64)
-    p.add_argument("--seq_len", type=int, default=512)
-    p.add_argument("--length_penalty", type=float, default=0.8)
-    p.add_argument("--no_repeat_ngram_size", type=int, default=4)
+    p.add_argument("--beam", type=int, default=PAPER.beam)
+    p.add_argument("--eval_len", type=int, default=PAPER.eval_len)
+    p.add_argument("--seq_len", type=int, default=PAPER.seq_len)
+    p.add_argument("--length_penalty", type=float, default=PAPER.length_penalty)
+    p.add_argument("--no_repeat_ngram_size", type=int, default=PAPER.no_repeat_ngram_size)
     p.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16")
     p.add_argument("--max_batch_inputs", type=int, default=0, help="0: as many as fit")
     p.add_argument("--hf_lines", type=int, default=256, help="lines HF generate is timed on (0: skip HF)")

@@ -48,6 +48,7 @@ from gpt2_lora.data import read_encoded  # noqa: E402
 from gpt2_lora.fileio import atomic_write  # noqa: E402
 from gpt2_lora.model import GPT2Config, GPT2LMModel  # noqa: E402
 from gpt2_lora import lora  # noqa: E402
+from gpt2_lora.recipes import E2E  # noqa: E402
 from gpt2_lora.training.batching import Layout  # noqa: E402
 from gpt2_lora.training.config import TrainConfig  # noqa: E402
 from gpt2_lora.training.distributed import World  # noqa: E402
@@ -55,10 +56,12 @@ from gpt2_lora.training.loop import batch_maker, build_loss_model, build_stepper
 from gpt2_lora.training.step import store_frozen_weights  # noqa: E402
 
 E2E_STEPS = 26290  # 5 epochs of E2E at batch 8 (upstream's max_step)
+PAPER = E2E.train  # the paper's training recipe (gpt2_lora/recipes.py)
 # The paper's recipe as gpt2_lora.train flags (LoRA r and the batch come from this script's flags)
-RECIPE = ("--lora_alpha", "32", "--lora_dropout", "0.1", "--label_smooth", "0.1", "--lr", "0.0002",
-          "--adam_beta2", "0.999", "--adam_epislon", "1e-6", "--weight_decay", "0.01", "--correct_bias",
-          "--scheduler", "linear", "--warmup_step", "500", "--max_step", str(E2E_STEPS))
+RECIPE = ("--lora_alpha", str(PAPER.lora_alpha), "--lora_dropout", str(PAPER.lora_dropout),
+          "--label_smooth", str(PAPER.label_smooth), "--lr", str(PAPER.lr), "--adam_beta2", str(PAPER.adam_beta2),
+          "--adam_epislon", "1e-6", "--weight_decay", str(PAPER.weight_decay), "--correct_bias",
+          "--scheduler", PAPER.scheduler, "--warmup_step", str(PAPER.warmup_step), "--max_step", str(E2E_STEPS))
 # name -> the gpt2_lora.train flags it measures (bucketed and packed also get --max_tokens); the rules
 # they imply (padding, packed shape, compile options, which stepper) are TrainConfig's
 PACKED = ("--precision", "bf16", "--compile", "--batching", "packed")
@@ -211,10 +214,12 @@ def run_hf(name, examples, config, args, device):
                          eos_token_id=config.vocab_size - 1)
     with torch.device(device):
         model = GPT2LMHeadModel(hf_config)
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=32, lora_dropout=0.1, target_modules=["c_attn"],
+    model = get_peft_model(model, LoraConfig(r=PAPER.lora_dim, lora_alpha=PAPER.lora_alpha,
+                                             lora_dropout=PAPER.lora_dropout, target_modules=["c_attn"],
                                              fan_in_fan_out=True, task_type="CAUSAL_LM"))
     model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, weight_decay=0.01)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=PAPER.lr,
+                                  weight_decay=PAPER.weight_decay)
     amp = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
            else torch.autocast(device.type, enabled=False))
     losses = []
@@ -237,9 +242,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny model, CPU, few steps: a smoke test")
     p.add_argument("--model_card", default="gpt2.md")
-    p.add_argument("--lora_dim", type=int, default=4)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq_len", type=int, default=512)
+    p.add_argument("--lora_dim", type=int, default=PAPER.lora_dim)
+    p.add_argument("--batch", type=int, default=PAPER.train_batch_size)
+    p.add_argument("--seq_len", type=int, default=PAPER.seq_len)
     p.add_argument("--steps", type=int, default=50, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=5, help="extra untimed steps after the shape warm-up")
     p.add_argument("--max_tokens", type=int, default=16384, help="token budget of the throughput configuration")
@@ -263,11 +268,12 @@ def model_and_names(args, device: torch.device) -> tuple[GPT2Config, list[str]]:
     """The model measured, and the configurations (--configs, else a default for the device)."""
     if args.quick:
         config = GPT2Config(vocab_size=1024, n_positions=128, n_ctx=128, n_embd=64, n_layer=2, n_head=2,
-                            lora_attn_dim=args.lora_dim, lora_attn_alpha=32, lora_dropout=0.1)
+                            lora_attn_dim=args.lora_dim, lora_attn_alpha=PAPER.lora_alpha,
+                            lora_dropout=PAPER.lora_dropout)
         default = ["ours fp32 padded to seq_len (upstream-like)", "ours fp32", "ours bf16", "HF+PEFT fp32"]  # compile: --configs
     else:
-        config = GPT2Config.resolve(args.model_card, lora_attn_dim=args.lora_dim, lora_attn_alpha=32,
-                                    lora_dropout=0.1)
+        config = GPT2Config.resolve(args.model_card, lora_attn_dim=args.lora_dim, lora_attn_alpha=PAPER.lora_alpha,
+                                    lora_dropout=PAPER.lora_dropout)
         default = [*OURS, *HF] if device.type == "cuda" else ["ours fp32", "ours bf16", "HF+PEFT fp32"]
     names = [n.strip() for n in args.configs.split(",")] if args.configs else default
     return config, names

@@ -8,6 +8,7 @@
 # (lg), each with its HF config as <name>-config.json. Files already present are kept; downloads go to a
 # temporary file that is renamed only when complete. Sizes: sm 0.5 GB, md 1.5 GB, lg 3.2 GB.
 # Use one with: scripts/train_e2e.sh (finds it by default) or --init_checkpoint FILE, or GPT2_CKPT=FILE.
+# The card -> name map is gpt2_lora/recipes.py's ($PYTHON picks the interpreter; default: python).
 set -euo pipefail
 
 usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -55,7 +56,7 @@ get() {  # URL TARGET
 [ ! -e "$DEST" ] || [ -d "$DEST" ] || die "--dest $DEST is a file, not a folder"
 mkdir -p "$DEST" || die "cannot create --dest $DEST"
 for size in "${SIZES[@]}"; do
-  case "$size" in sm) name=gpt2 ;; md) name=gpt2-medium ;; lg) name=gpt2-large ;; esac
+  name=$(PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "${PYTHON:-python}" -m gpt2_lora.recipes hf-name "$size")
   get "$HF/$name/resolve/main/config.json" "$DEST/$name-config.json"
   get "$HF/$name/resolve/main/pytorch_model.bin" "$DEST/$name-pytorch_model.bin"
   # a torch checkpoint starts with a zip ("PK") or pickle (0x80) header: reject e.g. an HTML error page

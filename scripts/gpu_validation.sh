@@ -26,7 +26,14 @@ PYTHON="${PYTHON:-python}"
 MODE=${1:?usage: scripts/gpu_validation.sh quality|speed|scaling|baselines OUT}
 OUT=${2:?usage: scripts/gpu_validation.sh quality|speed|scaling|baselines OUT}
 mkdir -p "$OUT"
-E2E="$REPO/data/e2e"; WEBNLG="$REPO/data/webnlg_challenge_2017"
+# the paper's settings come from gpt2_lora/recipes.py; each run below names only what it changes
+recipe() { "$PYTHON" -m gpt2_lora.recipes "$@"; }
+flags() { local out; out=$(recipe "${@:2}") || exit 2; read -ra "$1" <<< "$out"; }  # flags ARRAY recipe-args
+flags E2E_RECIPE train-flags e2e
+flags WEBNLG_RECIPE train-flags webnlg
+flags DECODING beam-flags e2e
+ALPHA=$(recipe value e2e train.lora_alpha); BATCH=$(recipe value e2e train.train_batch_size)
+E2E="$REPO/data/$(recipe data-dir e2e)"; WEBNLG="$REPO/data/$(recipe data-dir webnlg)"
 for f in "$E2E/train.jsonl" "$E2E/test.jsonl" "$WEBNLG/train.jsonl" "$WEBNLG/test.jsonl"; do
   [ -f "$f" ] || { echo "error: $f missing: run scripts/download_data.sh" >&2; exit 2; }
 done
@@ -41,17 +48,16 @@ if [ "${QUICK:-0}" = 1 ]; then  # CPU rehearsal: tiny model, a few steps, a slic
 else
   SM=gpt2.sm; MD=gpt2.md; DEV=cuda; GRAPHS=(--cuda_graphs); PREC=bf16
   [ "${NO_GRAPHS:-0}" = 1 ] && GRAPHS=()
-  FT_STEPS=(--max_epoch "${FT_EPOCHS:-8}"); LORA_STEPS=(--max_epoch "${LORA_EPOCHS:-5}"); SPEED_STEPS=(--max_epoch 5)
+  FT_STEPS=(--max_epoch "${FT_EPOCHS:-8}"); LORA_STEPS=(--max_epoch "${LORA_EPOCHS:-5}"); SPEED_STEPS=()
   SCALE_STEPS=${SCALE_STEPS:-600}
   E2E_TEST="$E2E/test.jsonl"; WEBNLG_TEST="$WEBNLG/test.jsonl"
   BENCH=(--data "$E2E/train.jsonl")
 fi
-# the paper's decoding (beam 10, no-repeat 4, EOS {50256, 628}); length penalty given per call
+# the paper's decoding (the recipe's beam flags); length penalty given per call
 beam() {  # beam OUTFILE DATA CARD LORA_DIM LP WEIGHTS...
   local out=$1 data=$2 card=$3 r=$4 lp=$5; shift 5
-  "$PYTHON" -m gpt2_lora.beam --data "$data" --batch_size 1 --seq_len 512 --eval_len 64 --model_card "$card" \
-    --lora_dim "$r" --lora_alpha 32 --beam 10 --length_penalty "$lp" --no_repeat_ngram_size 4 \
-    --repetition_penalty 1.0 --eos_token_id 628 --device "$DEV" --work_dir "$OUT" --output_file "$out" "$@"
+  "$PYTHON" -m gpt2_lora.beam --data "$data" "${DECODING[@]}" --model_card "$card" --lora_dim "$r" \
+    --lora_alpha "$ALPHA" --length_penalty "$lp" --device "$DEV" --work_dir "$OUT" --output_file "$out" "$@"
 }
 last_ckpt() { ls "$1" | grep -E '^model\.[0-9]+\.pt$' | sort -t. -k2,2n | tail -1 | sed "s|^|$1/|"; }
 
@@ -59,43 +65,40 @@ case "$MODE" in
 quality)
   # 1. E2E from scratch, full fine-tuning (no pretrained weights exist here)
   s=$SECONDS
-  "$PYTHON" -m gpt2_lora.train --train_data "$E2E/train.jsonl" --valid_data "$E2E/valid.jsonl" \
-    --model_card "$SM" --lora_dim 0 --train_batch_size 32 --valid_batch_size 16 --seq_len 512 \
-    --lr 0.0005 --weight_decay 0.01 --correct_bias --adam_beta2 0.999 --scheduler linear --warmup_step 500 \
-    "${FT_STEPS[@]}" --label_smooth 0.1 --random_seed 110 --precision "$PREC" "${GRAPHS[@]}" --device "$DEV" \
+  "$PYTHON" -m gpt2_lora.train --train_data "$E2E/train.jsonl" --valid_data "$E2E/valid.jsonl" "${E2E_RECIPE[@]}" \
+    --model_card "$SM" --lora_dim 0 --train_batch_size 32 --valid_batch_size 16 --lr 0.0005 \
+    "${FT_STEPS[@]}" --precision "$PREC" "${GRAPHS[@]}" --device "$DEV" \
     --log_interval 500 --eval_interval 100000 --save_interval 100000 --work_dir "$OUT/e2e_full" --overwrite
   echo "e2e full fine-tuning: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
   BASE=$(last_ckpt "$OUT/e2e_full")
-  for lp in 0.8 0.9; do
+  PENALTIES=$(recipe length-penalties e2e)
+  for lp in $PENALTIES; do
     s=$SECONDS; beam "predict.e2e_full.p${lp/./}.jsonl" "$E2E_TEST" "$SM" 0 "$lp" --init_checkpoint "$BASE"
     echo "e2e beam lp $lp: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
   done
   # 2. LoRA (the paper's WebNLG recipe) on top of that checkpoint
   s=$SECONDS
   "$PYTHON" -m gpt2_lora.train --train_data "$WEBNLG/train.jsonl" --valid_data "$WEBNLG/valid.jsonl" \
-    --model_card "$SM" --init_checkpoint "$BASE" --train_batch_size 8 --valid_batch_size 4 --seq_len 512 \
-    --lr 0.0002 --weight_decay 0.01 --correct_bias --adam_beta2 0.999 --scheduler linear --warmup_step 500 \
-    "${LORA_STEPS[@]}" --lora_dim 4 --lora_alpha 32 --lora_dropout 0.1 --label_smooth 0.1 --random_seed 110 \
+    "${WEBNLG_RECIPE[@]}" --model_card "$SM" --init_checkpoint "$BASE" "${LORA_STEPS[@]}" \
     --precision "$PREC" "${GRAPHS[@]}" --device "$DEV" --log_interval 500 --eval_interval 100000 \
     --save_interval 100000 --work_dir "$OUT/webnlg_lora" --overwrite
   echo "webnlg lora: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
-  beam predict.webnlg_lora.jsonl "$WEBNLG_TEST" "$SM" 4 0.8 --init_checkpoint "$(last_ckpt "$OUT/webnlg_lora")" \
+  LP=$(recipe value webnlg headline.length_penalty); R=$(recipe value webnlg train.lora_dim)
+  beam predict.webnlg_lora.jsonl "$WEBNLG_TEST" "$SM" "$R" "$LP" --init_checkpoint "$(last_ckpt "$OUT/webnlg_lora")" \
     --base_checkpoint "$BASE"
-  beam predict.webnlg_base.jsonl "$WEBNLG_TEST" "$SM" 0 0.8 --init_checkpoint "$BASE"  # control: no LoRA
+  beam predict.webnlg_base.jsonl "$WEBNLG_TEST" "$SM" 0 "$LP" --init_checkpoint "$BASE"  # control: no LoRA
   ;;
 speed)
   s=$SECONDS
-  "$PYTHON" -m gpt2_lora.train --train_data "$E2E/train.jsonl" --valid_data "$E2E/valid.jsonl" \
-    --train_batch_size 8 --grad_acc 1 --valid_batch_size 4 --seq_len 512 --model_card "$MD" --clip 0.0 \
-    --lr 0.0002 --weight_decay 0.01 --correct_bias --adam_beta2 0.999 --scheduler linear --warmup_step 500 \
-    "${SPEED_STEPS[@]}" --save_interval 1000 --lora_dim 4 --lora_alpha 32 --lora_dropout 0.1 --label_smooth 0.1 \
-    --random_seed 110 --precision "$PREC" "${GRAPHS[@]}" --device "$DEV" --log_interval 1000 \
-    --work_dir "$OUT/e2e_speed" --overwrite
+  "$PYTHON" -m gpt2_lora.train --train_data "$E2E/train.jsonl" --valid_data "$E2E/valid.jsonl" "${E2E_RECIPE[@]}" \
+    --model_card "$MD" ${SPEED_STEPS[@]+"${SPEED_STEPS[@]}"} --precision "$PREC" "${GRAPHS[@]}" --device "$DEV" \
+    --log_interval 1000 --work_dir "$OUT/e2e_speed" --overwrite
   echo "paper E2E recipe, GPT-2 M, random base: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
   s=$SECONDS
   "$PYTHON" -c "import torch, sys; sys.path.insert(0, '$REPO'); from gpt2_lora.model import *; \
 m = GPT2LMModel(GPT2Config.resolve('$MD')); torch.save(m.state_dict(), '$OUT/random_base.pt')"
-  beam predict.e2e_speed.jsonl "$E2E_TEST" "$MD" 4 0.8 --init_checkpoint "$(last_ckpt "$OUT/e2e_speed")" \
+  beam predict.e2e_speed.jsonl "$E2E_TEST" "$MD" "$(recipe value e2e train.lora_dim)" \
+    "$(recipe value e2e headline.length_penalty)" --init_checkpoint "$(last_ckpt "$OUT/e2e_speed")" \
     --base_checkpoint "$OUT/random_base.pt"
   echo "beam of the test set (incl. loading): $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
   rm -f "$OUT/random_base.pt"
@@ -107,12 +110,10 @@ baselines)
   if [ -n "${UPSTREAM_SRC:-}" ]; then
     s=$SECONDS
     (cd "$UPSTREAM_SRC" && PYTHONPATH="$UPSTREAM_SRC/..${PYTHONPATH:+:$PYTHONPATH}" torchrun --standalone --nproc_per_node=1 \
-      gpt2_ft.py --train_data "$E2E/train.jsonl" --valid_data "$E2E/valid.jsonl" --train_batch_size 8 \
-      --grad_acc 1 --valid_batch_size 4 --seq_len 512 --model_card gpt2.md --platform local --clip 0.0 \
-      --lr 0.0002 --weight_decay 0.01 --correct_bias --adam_beta2 0.999 --scheduler linear --warmup_step 500 \
-      --max_step "${BASELINE_STEPS:-120}" --save_interval 100000 --eval_interval 100000 --log_interval 40 \
-      --lora_dim 4 --lora_alpha 32 --lora_dropout 0.1 --label_smooth 0.1 --work_dir "$OUT/upstream_ft" \
-      --random_seed 110) > "$OUT/upstream_ft.log" 2>&1 || echo "upstream gpt2_ft.py failed (see $OUT/upstream_ft.log)"
+      gpt2_ft.py --train_data "$E2E/train.jsonl" --valid_data "$E2E/valid.jsonl" "${E2E_RECIPE[@]}" \
+      --model_card gpt2.md --platform local --max_step "${BASELINE_STEPS:-120}" --save_interval 100000 \
+      --eval_interval 100000 --log_interval 40 --work_dir "$OUT/upstream_ft") > "$OUT/upstream_ft.log" 2>&1 \
+      || echo "upstream gpt2_ft.py failed (see $OUT/upstream_ft.log)"
     grep -o "ms/batch *[0-9.]*" "$OUT/upstream_ft.log" | tail -3 | tee -a "$OUT/timings.txt"
     echo "upstream gpt2_ft.py, ${BASELINE_STEPS:-120} steps incl. start-up: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
   fi
@@ -122,13 +123,11 @@ scaling)
     s=$SECONDS
     launch=("$PYTHON" -m gpt2_lora.train); [ "$n" -gt 1 ] && launch=(torchrun --standalone --nproc_per_node="$n" -m gpt2_lora.train)
     [ "$DEV" = cpu ] && DEVFLAG=(--device cpu) || DEVFLAG=()
-    "${launch[@]}" --train_data "$E2E/train.jsonl" --valid_data "$E2E/valid.jsonl" \
-      --train_batch_size $((8 / n)) --valid_batch_size 4 --seq_len 512 --model_card "$MD" --lr 0.0002 \
-      --weight_decay 0.01 --correct_bias --adam_beta2 0.999 --scheduler linear --warmup_step 500 \
-      --max_step "$SCALE_STEPS" --lora_dim 4 --lora_alpha 32 --lora_dropout 0.1 --label_smooth 0.1 \
-      --random_seed 110 --precision "$PREC" "${DEVFLAG[@]}" --log_interval 100 --eval_interval 100000 \
-      --save_interval 100000 --work_dir "$OUT/scale_$n" --overwrite
-    echo "scaling: $n process(es), $SCALE_STEPS steps of global batch 8: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
+    "${launch[@]}" --train_data "$E2E/train.jsonl" --valid_data "$E2E/valid.jsonl" "${E2E_RECIPE[@]}" \
+      --train_batch_size $((BATCH / n)) --model_card "$MD" --max_step "$SCALE_STEPS" --precision "$PREC" \
+      ${DEVFLAG[@]+"${DEVFLAG[@]}"} --log_interval 100 --eval_interval 100000 --save_interval 100000 \
+      --work_dir "$OUT/scale_$n" --overwrite
+    echo "scaling: $n process(es), $SCALE_STEPS steps of global batch $BATCH: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
   done
   ;;
 *) echo "error: mode must be quality, speed, scaling or baselines (got '$MODE')" >&2; exit 2 ;;
