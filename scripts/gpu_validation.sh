@@ -15,6 +15,11 @@
 #                                           the packed throughput mode) and, when UPSTREAM_SRC names
 #                                           microsoft/LoRA's examples/NLG/src (loralib importable), upstream
 #                                           gpt2_ft.py for $BASELINE_STEPS steps (it prints ms/batch)
+#   scripts/gpu_validation.sh miniature OUT LoRA vs full fine-tuning on a pretrained base, the paper's Table 3 in
+#                                           miniature (scripts/miniature.py: pretrains its own GPT-2 sm base;
+#                                           E2E; ~8 min, resumable: rerun it to finish); miniature_webnlg OUT:
+#                                           the same on WebNLG (a second call). Needs the WebNLG and DART source
+#                                           files in data/ besides E2E's (scripts/download_data.sh)
 #
 # Needs data/e2e and data/webnlg_challenge_2017 prepared (scripts/download_data.sh). Predictions come
 # back as predict.*.jsonl; score them with gpt2_lora.decode + eval/measure_scores.py / eval/eval.py
@@ -23,9 +28,15 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PYTHON="${PYTHON:-python}"
-MODE=${1:?usage: scripts/gpu_validation.sh quality|speed|scaling|baselines OUT}
-OUT=${2:?usage: scripts/gpu_validation.sh quality|speed|scaling|baselines OUT}
+MODE=${1:?usage: scripts/gpu_validation.sh quality|speed|scaling|baselines|miniature|miniature_webnlg OUT}
+OUT=${2:?usage: scripts/gpu_validation.sh quality|speed|scaling|baselines|miniature|miniature_webnlg OUT}
 mkdir -p "$OUT"
+case "$MODE" in miniature|miniature_webnlg)  # its own data checks; work kept in runs/miniature for a rerun
+  TASK=e2e; [ "$MODE" = miniature_webnlg ] && TASK=webnlg
+  SIZE=(--budget full --time_limit "${MINIATURE_LIMIT:-480}" --work "$REPO/runs/miniature")
+  [ "${QUICK:-0}" = 1 ] && SIZE=(--budget tiny --device cpu --work "$REPO/runs/miniature_quick")
+  exec "$PYTHON" "$REPO/scripts/miniature.py" "$OUT" --task "$TASK" --data "$REPO/data" "${SIZE[@]}" ;;
+esac
 E2E="$REPO/data/e2e"; WEBNLG="$REPO/data/webnlg_challenge_2017"
 for f in "$E2E/train.jsonl" "$E2E/test.jsonl" "$WEBNLG/train.jsonl" "$WEBNLG/test.jsonl"; do
   [ -f "$f" ] || { echo "error: $f missing: run scripts/download_data.sh" >&2; exit 2; }
@@ -131,5 +142,5 @@ scaling)
     echo "scaling: $n process(es), $SCALE_STEPS steps of global batch 8: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
   done
   ;;
-*) echo "error: mode must be quality, speed, scaling or baselines (got '$MODE')" >&2; exit 2 ;;
+*) echo "error: mode must be quality, speed, scaling, baselines, miniature or miniature_webnlg (got '$MODE')" >&2; exit 2 ;;
 esac
