@@ -59,18 +59,22 @@ def _params(n: int, fraction: float) -> str:
     return "0" if n == 0 else f"{n:,} ({100 * fraction:.3g}%)"
 
 
+def _digits(task: str, metric: str) -> int:
+    if metric in ("NIST", "CIDEr"):
+        return 3
+    return 2 if task == "webnlg" and metric.startswith("BLEU") else 4  # GenerationEval's BLEU is x100
+
+
 def table(task: str, rows: Sequence[dict]) -> str:
-    """The markdown table of one task: metrics as mean ± sample std over the seeds (n in its column)."""
+    """The markdown table of one task: each cell the mean ± sample std over the row's seeds."""
     metrics = task_metrics(task)
-    digits = {"NIST": 3, "CIDEr": 3}
-    head = ["method", "trainable params", "steps", "seeds", *[m + (" ↓" if m in LOWER_IS_BETTER else "")
-                                                              for m in metrics], "train s", "beam s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    head = ["method", "trainable params", "steps", "seeds",
+            *[m + (" ↓" if m in LOWER_IS_BETTER else "") for m in metrics], "valid loss", "train s", "beam s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     for row in rows:
         cells = [row["label"], _params(row["trainable_params"], row["trainable_fraction"]), str(row["steps"]),
-                 str(len(row["seeds"])), *[_cell(row["metrics"][m], digits.get(m, 2 if task == "webnlg" and
-                                                                            m.startswith("BLEU") else 4))
-                                          for m in metrics], _cell(row["train_s"], 1), _cell(row["beam_s"], 1)]
+                 str(len(row["seeds"])), *[_cell(row["metrics"][m], _digits(task, m)) for m in metrics],
+                 _cell(row["valid_loss"], 4), _cell(row["train_s"], 1), _cell(row["beam_s"], 1)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -104,6 +108,10 @@ def markdown(result: dict) -> str:
         approx = sorted({m for r in body["runs"] for m in r.get("approximate", [])})
         if approx:
             out.append(f"\n{', '.join(approx)}: approximate here (no Java): rescore with `--rescore`.")
+        absent = [m for m in task_metrics(task) if any(row["metrics"][m]["n"] == 0 for row in body["aggregate"])]
+        if absent:
+            out.append(f"\n{', '.join(absent)}: not computed on this machine (METEOR needs Java): rescore with "
+                       f"`--rescore`.")
         if errors:
             out.append(f"\nnot scored here ({'; '.join(errors)}): rescore with `--rescore`.")
         if body.get("missing"):
