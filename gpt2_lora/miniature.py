@@ -327,6 +327,7 @@ def experiment(args, budget: Budget) -> None:
     say(f"estimate: {len(left)} runs left ≈ {need:.0f} s (training {clock.guess('train_' + tasks[0]):.0f} s + beam "
         f"{clock.guess('beam_' + tasks[0]):.0f} s each, guessed until measured) -> the call ends at ≈ "
         f"{clock.elapsed() + need:.0f} s" + (f" of the {args.time_limit:.0f} s limit" if args.time_limit else ""))
+    publish(ctx)  # the base and corpus figures are in OUT before the first run
     pool = (InlinePool() if args.score_workers == 0 else
             futures.ProcessPoolExecutor(args.score_workers, mp_context=multiprocessing.get_context("spawn")))
     try:

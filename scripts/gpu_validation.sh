@@ -28,8 +28,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PYTHON="${PYTHON:-python}"
-MODE=${1:?usage: scripts/gpu_validation.sh quality|speed|scaling|baselines|miniature|miniature_webnlg OUT}
-OUT=${2:?usage: scripts/gpu_validation.sh quality|speed|scaling|baselines|miniature|miniature_webnlg OUT}
+MODE=${1:?usage: scripts/gpu_validation.sh quality|speed|scaling|baselines OUT}
+OUT=${2:?usage: scripts/gpu_validation.sh quality|speed|scaling|baselines OUT}
 mkdir -p "$OUT"
 case "$MODE" in miniature|miniature_webnlg)  # its own data checks; work kept in runs/miniature for a rerun
   TASK=e2e; [ "$MODE" = miniature_webnlg ] && TASK=webnlg
@@ -142,5 +142,5 @@ scaling)
     echo "scaling: $n process(es), $SCALE_STEPS steps of global batch 8: $((SECONDS - s)) s" | tee -a "$OUT/timings.txt"
   done
   ;;
-*) echo "error: mode must be quality, speed, scaling, baselines, miniature or miniature_webnlg (got '$MODE')" >&2; exit 2 ;;
+*) echo "error: mode must be quality, speed, scaling or baselines (got '$MODE')" >&2; exit 2 ;;
 esac
