@@ -37,7 +37,7 @@ from . import data, miniature_report, miniature_score
 from . import miniature_stages as stages
 from .devices import resolve_device
 from .errors import UserError, cli
-from .fileio import atomic_write, check_outputs, require_file
+from .fileio import atomic_files, atomic_write, check_outputs, require_file
 from .miniature_corpus import build_corpus
 from .miniature_plan import BUDGETS, Budget, Clock, Layout, Run, plan
 from .prepare import prepare_task
@@ -215,17 +215,19 @@ def task_results(task: str, ctx: dict) -> dict:
 
 
 def result_document(ctx: dict) -> dict:
+    """miniature.json: the setting, the base and corpus, and every task's runs and rows."""
     budget, base = ctx["budget"], ctx.get("base") or {}
-    tasks = {t: task_results(t, ctx) for t in TASKS if t in ctx["tasks"] or (ctx["layout"].work / t).is_dir()}
-    recipe = ctx["recipe"].get("e2e") or next(iter(ctx["recipe"].values()), [])
+    settings = {**asdict(budget), "model": budget.model if isinstance(budget.model, str) else dict(budget.model)}
+    decoding = stages.DECODING_DESC + (f" (this budget: {' '.join(budget.decoding_overrides)})"
+                                       if budget.decoding_overrides else "")
     return {"version": 1, "date": datetime.datetime.now().isoformat(timespec="seconds"), "card": ctx["card"],
-            "torch": torch.__version__, "budget": {**asdict(budget), "model": budget.model if isinstance(
-                budget.model, str) else dict(budget.model)}, "elapsed_s": round(ctx["clock"].elapsed(), 1),
+            "torch": torch.__version__, "budget": settings, "elapsed_s": round(ctx["clock"].elapsed(), 1),
             "base": {k: v for k, v in base.items() if k != "corpus"}, "corpus": base.get("corpus"),
-            "base_total_params": ctx.get("total_params"), "recipe": {t: " ".join(f) for t, f in ctx["recipe"].items()},
-            "recipe_desc": " ".join(recipe), "decoding_desc": stages.DECODING_DESC + (
-                f" (this budget: {' '.join(budget.decoding_overrides)})" if budget.decoding_overrides else ""),
-            "tasks": tasks}
+            "base_total_params": ctx.get("total_params"),
+            "recipe": {t: " ".join(flags) for t, flags in ctx["recipe"].items()},
+            "recipe_desc": " ".join(ctx["recipe"]["e2e"]), "decoding_desc": decoding,
+            "tasks": {t: task_results(t, ctx) for t in TASKS
+                      if t in ctx["tasks"] or (ctx["layout"].work / t).is_dir()}}
 
 
 def scorer_bundle(document: dict, layout: Layout) -> dict:
@@ -239,15 +241,15 @@ def scorer_bundle(document: dict, layout: Layout) -> dict:
     return bundle
 
 
-def write_outputs(out: Path, document: dict, bundle: dict | None) -> None:
+def write_outputs(out: Path, document: dict, bundle: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "miniature.json") as handle:
-        json.dump(document, handle, indent=1)
-    with atomic_write(out / "miniature.md") as handle:
-        handle.write(miniature_report.markdown(document))
-    if bundle is not None:  # ~1 MB per task gzipped (WebNLG: 18 reference files, 3 hypotheses per run)
-        with atomic_write(out / "miniature_inputs.json.gz", "wb", encoding=None) as handle:
-            handle.write(gzip.compress(json.dumps(bundle).encode("utf-8"), mtime=0))
+    # the scorer inputs (~1 MB per task gzipped; WebNLG: 18 reference files, 3 hypotheses per run) first,
+    # then the numbers and their table together
+    with atomic_write(out / "miniature_inputs.json.gz", "wb", encoding=None) as handle:
+        handle.write(gzip.compress(json.dumps(bundle).encode("utf-8"), mtime=0))
+    with atomic_files([out / "miniature.json", out / "miniature.md"]) as (numbers, table):
+        json.dump(document, numbers, indent=1)
+        table.write(miniature_report.markdown(document))
 
 
 def publish(ctx: dict) -> None:
