@@ -15,6 +15,11 @@
 #                                           the packed throughput mode) and, when UPSTREAM_SRC names
 #                                           microsoft/LoRA's examples/NLG/src (loralib importable), upstream
 #                                           gpt2_ft.py for $BASELINE_STEPS steps (it prints ms/batch)
+#   scripts/gpu_validation.sh miniature OUT LoRA vs full fine-tuning on a pretrained base, the paper's Table 3 in
+#                                           miniature (scripts/miniature.py: pretrains its own GPT-2 sm base;
+#                                           E2E; ~8 min, resumable: rerun it to finish); miniature_webnlg OUT:
+#                                           the same on WebNLG (a second call). Needs the WebNLG and DART source
+#                                           files in data/ besides E2E's (scripts/download_data.sh)
 #
 # Needs data/e2e and data/webnlg_challenge_2017 prepared (scripts/download_data.sh). Predictions come
 # back as predict.*.jsonl; score them with gpt2_lora.decode + eval/measure_scores.py / eval/eval.py
@@ -26,6 +31,12 @@ PYTHON="${PYTHON:-python}"
 MODE=${1:?usage: scripts/gpu_validation.sh quality|speed|scaling|baselines OUT}
 OUT=${2:?usage: scripts/gpu_validation.sh quality|speed|scaling|baselines OUT}
 mkdir -p "$OUT"
+case "$MODE" in miniature|miniature_webnlg)  # its own data checks; work kept in runs/miniature for a rerun
+  TASK=e2e; [ "$MODE" = miniature_webnlg ] && TASK=webnlg
+  SIZE=(--budget full --time_limit "${MINIATURE_LIMIT:-480}" --work "$REPO/runs/miniature")
+  [ "${QUICK:-0}" = 1 ] && SIZE=(--budget tiny --device cpu --work "$REPO/runs/miniature_quick")
+  exec "$PYTHON" "$REPO/scripts/miniature.py" "$OUT" --task "$TASK" --data "$REPO/data" "${SIZE[@]}" ;;
+esac
 # the paper's settings come from gpt2_lora/recipes.py; each run below names only what it changes
 recipe() { "$PYTHON" -m gpt2_lora.recipes "$@"; }
 flags() { local out; out=$(recipe "${@:2}") || exit 2; read -ra "$1" <<< "$out"; }  # flags ARRAY recipe-args
