@@ -292,6 +292,8 @@ def measure(name, examples, config, args, device, mean_length: float) -> dict:
     row = {"config": name, "precision": precision}
     try:
         runner = run_ours if name in OURS else run_hf
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         started = time.perf_counter()
         seconds, timed, loss = runner(name, examples, config, args, device)
         wall = time.perf_counter() - started  # building, compiling, warming up and timing
@@ -306,7 +308,8 @@ def measure(name, examples, config, args, device, mean_length: float) -> dict:
                    mfu=(flops / (seconds * len(timed)) / peak) if peak else None,
                    tflops=flops / (seconds * len(timed)) / 1e12,
                    e2e_minutes=(seconds * E2E_STEPS / 60) if not budget
-                   else (seconds * math.ceil(42061 * 5 * mean_length / (tokens / len(timed))) / 60))
+                   else (seconds * math.ceil(42061 * 5 * mean_length / (tokens / len(timed))) / 60),
+                   peak_memory_gib=(torch.cuda.max_memory_allocated(device) / 2**30) if device.type == "cuda" else None)
     except ImportError as err:
         row.update(status=f"skipped: {err.name or err} not installed")
     except Exception as err:  # noqa: BLE001 - one failing configuration must not hide the others
