@@ -13,7 +13,7 @@ to the branch, and paths are ordered by a stable sort, so every tie falls as in 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import itemgetter
 
 from .meteor_text import java_hash
@@ -51,31 +51,69 @@ class Match:
         self.distance = abs(start - match_start)
 
 
-_MATCHES: dict[tuple[int, int, int, int, int], Match] = {}
+# The search reads a match as a tuple (one unpacking instead of seven attribute reads):
+# (mask1, mask2, gain, match_start, end2, end1, distance, match)
+Entry = tuple
+_ENTRIES: dict[tuple[int, int, int, int, int], Entry] = {}
 
 
-def _match(start: int, length: int, match_start: int, match_length: int, module: int) -> Match:
+def _match(start: int, length: int, match_start: int, match_length: int, module: int) -> Entry:
     key = (start, length, match_start, match_length, module)
-    m = _MATCHES.get(key)
-    if m is None:
-        m = _MATCHES[key] = Match(*key)
-    return m
+    entry = _ENTRIES.get(key)
+    if entry is None:
+        m = Match(*key)
+        entry = _ENTRIES[key] = (m.mask1, m.mask2, m.gain, m.match_start, m.end2, m.end1, m.distance, m)
+    return entry
 
 
-@dataclass
 class Sentence:
     """A normalised sentence and what the matchers need of it, computed once per sentence."""
 
-    words: tuple[str, ...]
-    keys: tuple[int, ...]
-    stem_keys: tuple[int, ...]
-    synsets: tuple[frozenset, ...]
-    function: tuple[bool, ...]
-    by_word: dict = field(default_factory=dict)       # word -> positions, ascending
-    paraphrases: list = field(default_factory=list)   # per start: [(phrase length, paraphrase), ...]
-    by_key: dict = field(default_factory=dict)        # word key -> positions, ascending
-    by_stem: dict = field(default_factory=dict)       # stem key -> positions, ascending
-    with_synsets: tuple = ()                          # positions of words that have synsets
+    __slots__ = ("words", "keys", "stem_keys", "function", "by_word", "by_key", "by_stem", "synsets",
+                 "by_synset", "paraphrases")
+
+    def __init__(self, words: tuple[str, ...], resources, phrases):
+        """``words``: a normalised, lower-cased sentence (so the function-word test needs no further
+        lower-casing); ``phrases``: the corpus's paraphrase index (``ParaphraseIndex``)."""
+        synonyms, function_words = resources.synonyms, resources.function_words
+        self.words = words
+        self.keys = tuple(map(java_hash, words))
+        self.stem_keys = tuple(map(_stem_key, words))
+        self.function = tuple(w in function_words for w in words)
+        self.by_word: dict[str, list[int]] = {}      # word -> positions, ascending
+        self.by_key: dict[int, list[int]] = {}       # word key -> positions
+        self.by_stem: dict[int, list[int]] = {}      # stem key -> positions
+        for i, (word, key, stem_key) in enumerate(zip(words, self.keys, self.stem_keys)):
+            self.by_word.setdefault(word, []).append(i)
+            self.by_key.setdefault(key, []).append(i)
+            self.by_stem.setdefault(stem_key, []).append(i)
+        self.synsets = tuple(map(synonyms.synonym_sets, words))
+        self.by_synset: dict[int, int] = {}          # synset -> positions of words in it, as bits
+        for i, sets in enumerate(self.synsets):
+            for synset in sets:
+                self.by_synset[synset] = self.by_synset.get(synset, 0) | (1 << i)
+        self.paraphrases = self._paraphrases(phrases)
+
+    def _paraphrases(self, phrases) -> list[list[tuple[int, tuple[str, ...]]]]:
+        """Per start: (phrase length, paraphrase) for each table phrase there, shortest first (the
+        transducer's trie walk: it stops at the first prefix that no phrase has)."""
+        words, table, prefixes = self.words, phrases.table, phrases.prefixes
+        n, out = len(words), []
+        for start in range(n):
+            found = []
+            for end in range(start + 1, min(start + phrases.longest, n) + 1):
+                gram = words[start:end]
+                if gram not in prefixes:
+                    break
+                for paraphrase in table.get(gram, ()):
+                    found.append((end - start, paraphrase))
+            out.append(found)
+        return out
+
+    def occurrences(self, phrase: tuple[str, ...]) -> list[int]:
+        """Start positions of ``phrase`` in the sentence, ascending."""
+        n, words = len(phrase), self.words
+        return [i for i in self.by_word.get(phrase[0], ()) if words[i:i + n] == phrase]
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -83,39 +121,12 @@ def _stem_key(word: str) -> int:
     return java_hash(stem(word))
 
 
-def make_sentence(words: tuple[str, ...], resources, phrases) -> Sentence:
-    """``words``: a normalised, lower-cased sentence (so the function-word test needs no further
-    lower-casing); ``phrases``: the corpus's paraphrase index (``ParaphraseIndex``)."""
-    synonyms, function_words = resources.synonyms, resources.function_words
-    sentence = Sentence(words, tuple(map(java_hash, words)), tuple(map(_stem_key, words)),
-                        tuple(map(synonyms.synonym_sets, words)), tuple(w in function_words for w in words))
-    for i, (word, key, stem_key) in enumerate(zip(words, sentence.keys, sentence.stem_keys)):
-        sentence.by_word.setdefault(word, []).append(i)
-        sentence.by_key.setdefault(key, []).append(i)
-        sentence.by_stem.setdefault(stem_key, []).append(i)
-    sentence.with_synsets = tuple(i for i, sets in enumerate(sentence.synsets) if sets)
-    # per start: (phrase length, paraphrase) for each table phrase there, shortest first (the
-    # transducer's trie walk: it stops at the first prefix no phrase has)
-    table, prefixes, n = phrases.table, phrases.prefixes, len(words)
-    for start in range(n):
-        found = []
-        for end in range(start + 1, min(start + phrases.longest, n) + 1):
-            gram = words[start:end]
-            if gram not in prefixes:
-                break
-            for paraphrase in table.get(gram, ()):
-                found.append((end - start, paraphrase))
-        sentence.paraphrases.append(found)
-    return sentence
-
-
-def _occurrences(sentence: Sentence, phrase: tuple[str, ...]):
-    """Start positions of ``phrase`` in the sentence, ascending."""
-    n = len(phrase)
-    words = sentence.words
-    for i in sentence.by_word.get(phrase[0], ()):
-        if words[i:i + n] == phrase:
-            yield i
+def _bits(mask: int):
+    """The set bits' positions, ascending."""
+    while mask:
+        low = mask & -mask
+        yield low.bit_length() - 1
+        mask ^= low
 
 
 @dataclass
@@ -136,52 +147,47 @@ class Alignment:
 # -------------------------------------------------------------------------------------------------
 # Matchers: candidate matches per reference position, in the jar's order
 # -------------------------------------------------------------------------------------------------
-def _candidates(test: Sentence, ref: Sentence, modules: int):
-    n1, n2 = len(test.words), len(ref.words)
-    matches: list[list[Match]] = [[] for _ in range(n2)]
-    cover1, cover2 = [0] * n1, [0] * n2
-
-    def add(start, length, match_start, match_length, module):
-        matches[start].append(_match(start, length, match_start, match_length, module))
-        for k in range(match_start, match_start + match_length):
-            cover1[k] += 1
-        for k in range(start, start + length):
-            cover2[k] += 1
-
+def _candidates(test: Sentence, ref: Sentence, modules: int) -> list[list[Entry]]:
+    n2 = len(ref.words)
+    matches: list[list[Entry]] = [[] for _ in range(n2)]
     for j, key in enumerate(ref.keys):
         for i in test.by_key.get(key, ()):
-            add(j, 1, i, 1, 0)
-    if modules > 1:
-        for j, key in enumerate(ref.stem_keys):
-            for i in test.by_stem.get(key, ()):
-                if test.keys[i] != ref.keys[j]:
-                    add(j, 1, i, 1, 1)
-        for j in ref.with_synsets:
-            sets2 = ref.synsets[j]
-            for i in test.with_synsets:
-                if test.keys[i] != ref.keys[j] and not sets2.isdisjoint(test.synsets[i]):
-                    add(j, 1, i, 1, 2)
-        for j in range(n2):  # phrases of the reference found paraphrased in the test
-            for length, paraphrase in ref.paraphrases[j]:
-                for i in _occurrences(test, paraphrase):
-                    add(j, length, i, len(paraphrase), 3)
-        for i in range(n1):  # phrases of the test found paraphrased in the reference
-            for length, paraphrase in test.paraphrases[i]:
-                for j in _occurrences(ref, paraphrase):
-                    add(j, len(paraphrase), i, length, 3)
-    return matches, cover1, cover2
+            matches[j].append(_match(j, 1, i, 1, 0))
+    if modules == 1:
+        return matches
+    for j, key in enumerate(ref.stem_keys):
+        for i in test.by_stem.get(key, ()):
+            if test.keys[i] != ref.keys[j]:
+                matches[j].append(_match(j, 1, i, 1, 1))
+    for j, sets in enumerate(ref.synsets):
+        shared = 0
+        for synset in sets:
+            shared |= test.by_synset.get(synset, 0)
+        for i in _bits(shared):
+            if test.keys[i] != ref.keys[j]:
+                matches[j].append(_match(j, 1, i, 1, 2))
+    for j, found in enumerate(ref.paraphrases):  # phrases of the reference paraphrased in the test
+        for length, paraphrase in found:
+            for i in test.occurrences(paraphrase):
+                matches[j].append(_match(j, length, i, len(paraphrase), 3))
+    for i, found in enumerate(test.paraphrases):  # phrases of the test paraphrased in the reference
+        for length, paraphrase in found:
+            for j in ref.occurrences(paraphrase):
+                matches[j].append(_match(j, len(paraphrase), i, length, 3))
+    return matches
 
 
-def _fixed_matches(matches, cover1, cover2) -> dict[int, Match]:
+def _fixed_matches(matches: list[list[Entry]]) -> dict[int, Entry]:
     """Matches alone at their reference position whose words no other match touches."""
-    fixed = {}
-    for j, here in enumerate(matches):
-        if len(here) == 1:
-            m = here[0]
-            if all(cover2[k] == 1 for k in range(m.start, m.start + m.length)) and \
-                    all(cover1[k] == 1 for k in range(m.match_start, m.match_start + m.match_length)):
-                fixed[j] = m
-    return fixed
+    once1 = twice1 = once2 = twice2 = 0
+    for here in matches:
+        for mask1, mask2, *_ in here:
+            twice1 |= once1 & mask1
+            once1 |= mask1
+            twice2 |= once2 & mask2
+            once2 |= mask2
+    return {j: here[0] for j, here in enumerate(matches)
+            if len(here) == 1 and not (here[0][0] & twice1 or here[0][1] & twice2)}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -204,20 +210,21 @@ def _step(paths: list, current: int, here: list, fixed: dict) -> list:
             if current < idx:
                 append(path)
             elif idx in fixed:
-                m = fixed[idx]
+                _, _, gain, match_start, end2, end1, distance, _ = fixed[idx]
                 last = path[4]
-                chunk = _CHUNK if last != -1 and m.match_start != last else 0
-                path[0] += m.gain + chunk + m.distance
-                path[3], path[4] = m.end2, m.end1
+                chunk = _CHUNK if last != -1 and match_start != last else 0
+                path[0] += gain + chunk + distance
+                path[3], path[4] = end2, end1
                 append(path)
             continue
         _, used1, _, idx, last, chosen = path
-        for m in here:
-            if used2 & m.mask2 or used1 & m.mask1:
+        for entry in here:
+            mask1, mask2, gain, match_start, end2, end1, distance, _ = entry
+            if used2 & mask2 or used1 & mask1:
                 continue
-            chunk = _CHUNK if last != -1 and m.match_start != last else 0
-            append([path[0] + m.gain + chunk, used1 | m.mask1, used2 | m.mask2, m.end2, m.end1, (m, chosen)])
-            path[0] += m.distance  # sic: the jar adds the distance to the path it branched from
+            chunk = _CHUNK if last != -1 and match_start != last else 0
+            append([path[0] + gain + chunk, used1 | mask1, used2 | mask2, end2, end1, (entry, chosen)])
+            path[0] += distance  # sic: the jar adds the distance to the path it branched from
         if last != -1:  # skip this position: the open chunk closes
             path[0] += _CHUNK
             path[4] = -1
@@ -226,11 +233,11 @@ def _step(paths: list, current: int, here: list, fixed: dict) -> list:
     return following or [paths[0]]  # the jar's fallback when every path died
 
 
-def _resolve(matches, fixed: dict[int, Match], n2: int) -> dict[int, Match]:
+def _resolve(matches: list[list[Entry]], fixed: dict[int, Entry], n2: int) -> dict[int, Match]:
     used1 = used2 = 0
-    for m in fixed.values():
-        used1 |= m.mask1
-        used2 |= m.mask2
+    for entry in fixed.values():
+        used1 |= entry[0]
+        used2 |= entry[1]
     paths = [[0, used1, used2, 0, -1, None]]
     for current in range(n2):
         paths.sort(key=_ORDER)  # stable, as Collections.sort
@@ -241,10 +248,10 @@ def _resolve(matches, fixed: dict[int, Match], n2: int) -> dict[int, Match]:
         if path[4] != -1:
             path[0] += _CHUNK
     final.sort(key=_ORDER)
-    chosen = dict(fixed)
+    chosen = {j: entry[7] for j, entry in fixed.items()}
     node = final[0][5]
     while node is not None:
-        chosen[node[0].start] = node[0]
+        chosen[node[0][7].start] = node[0][7]
         node = node[1]
     return chosen
 
@@ -270,8 +277,8 @@ def align(test: Sentence, ref: Sentence) -> Alignment:
     """``Aligner.align`` on two prepared sentences."""
     n1, n2 = len(test.words), len(ref.words)
     identical = test.keys == ref.keys  # then exact matches only, as the jar does
-    matches, cover1, cover2 = _candidates(test, ref, 1 if identical else MODULES)
-    chosen = _resolve(matches, _fixed_matches(matches, cover1, cover2), n2)
+    matches = _candidates(test, ref, 1 if identical else MODULES)
+    chosen = _resolve(matches, _fixed_matches(matches), n2)
     counts = [[0] * MODULES for _ in range(4)]  # content1, content2, function1, function2
     for m in chosen.values():
         for k in range(m.match_start, m.match_start + m.match_length):

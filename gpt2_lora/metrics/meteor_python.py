@@ -10,13 +10,28 @@ score gives the segment's statistics. The corpus score adds the statistics up (t
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from typing import Sequence
 
 from ..errors import UserError
 from . import meteor_stats
-from .meteor_aligner import Sentence, align, make_sentence
+from .meteor_aligner import Sentence, align
 from .meteor_resources import resources
 from .meteor_text import java_lower, java_tokens, java_trim, normalize
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Pause Python's cycle collector: the aligner makes millions of small lists and tuples (no cycles),
+    and collections would rescan the paraphrase and synonym tables every few thousand of them."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _clean(text: str) -> str:
@@ -81,6 +96,10 @@ class PythonMeteor:
     # -- scoring -------------------------------------------------------------------------------
     def stats_values(self, hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> list[tuple[float, ...]]:
         """Each segment's 23 statistics (those of its best-scoring reference)."""
+        with _collector_paused():
+            return self._stats_values(hyps, refs)
+
+    def _stats_values(self, hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> list[tuple[float, ...]]:
         segments = self._prepare(hyps, refs)
         corpus = {words: None for hyp, seg_refs in segments for words in (hyp, *seg_refs)}
         phrases = self._resources.paraphrases().for_corpus(corpus)
@@ -88,7 +107,7 @@ class PythonMeteor:
 
         def sentence(words: tuple[str, ...]) -> Sentence:
             if words not in sentences:
-                sentences[words] = make_sentence(words, self._resources, phrases)
+                sentences[words] = Sentence(words, self._resources, phrases)
             return sentences[words]
 
         out = []
