@@ -39,7 +39,8 @@ def e2e_case(name: str):
     """(tokenised hypotheses, tokenised reference groups) as the E2E scorer feeds METEOR."""
     base = CASES / "e2e"
     if name == "example":
-        refs_path, hyps_path = base / "example-inputs" / "devel-conc.txt", base / "example-inputs" / "baseline-output.txt"
+        refs_path = base / "example-inputs" / "devel-conc.txt"
+        hyps_path = base / "example-inputs" / "baseline-output.txt"
     else:
         refs_path, hyps_path = base / "test" / "references_multi.txt", base / "test" / "systems" / f"{name}.txt"
     _, refs, hyps = load_data(refs_path, hyps_path)

@@ -86,6 +86,3 @@ def run_ptb_jar(lines: Sequence[str]) -> list[str]:
 def python_tokenize(sentence: str) -> str:
     """One sentence as coco-caption prepares it (PTBTokenizer -lowerCase, punctuation dropped), in Python."""
     return _coco_filter(tokenize_lines([_LINE_BREAKS.sub(" ", sentence)])[0])
-
-
-approximate_tokenize = python_tokenize  # the name this had while it was an approximation
