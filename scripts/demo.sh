@@ -6,7 +6,8 @@
 #
 # No pretrained GPT-2 is downloaded: stage 1 trains a tiny randomly initialised GPT-2 (2 layers x 128) on the
 # synthetic set as a stand-in base, stage 2 LoRA-tunes it (r=4, alpha=32, the paper's recipe with a shorter
-# schedule and a higher learning rate). METEOR is scored only when Java is present.
+# schedule and a higher learning rate). METEOR and the PTB tokenizer run the jars when Java is present, else
+# their Python ports (same scores; the first Python run caches the paraphrase table in ~/.cache/gpt2-lora).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091

@@ -142,6 +142,19 @@ def test_paraphrase_cache_keeps_file_order_and_filters_by_corpus(tmp_path, monke
     assert meteor_paraphrase.ParaphraseTable.load(source, sha).words == table.words
 
 
+def test_paraphrase_cache_that_cannot_be_written_only_costs_time(tmp_path, monkeypatch):
+    import hashlib
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("GPT2_LORA_CACHE", str(blocker / "cache"))
+    source = _table(tmp_path / "paraphrase-en.gz", [("the cat", "a cat"), ("the", "a")])
+    table = meteor_paraphrase.ParaphraseTable.load(source, hashlib.sha256(source.read_bytes()).hexdigest())
+    assert table.for_corpus([("the", "cat"), ("a", "cat")]).table == {("the", "cat"): [("a", "cat")],
+                                                                         ("the",): [("a",)]}
+    assert blocker.read_text() == ""
+
+
 def test_paraphrase_table_must_be_the_pinned_one(tmp_path, monkeypatch):
     monkeypatch.setenv("GPT2_LORA_CACHE", str(tmp_path / "cache"))
     source = _table(tmp_path / "paraphrase-en.gz", [("a", "b")])
