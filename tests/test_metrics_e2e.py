@@ -387,6 +387,16 @@ def test_edge_cases_match_official(jvm, metrics_cases, name):
         assert abs(value - want) <= tol, (got, expected)
 
 
+@pytest.mark.parametrize("name", ["odd_outputs", "single_ref", "zero_word"])
+def test_edge_cases_match_official_without_java(metrics_cases, monkeypatch, name):
+    _without_java(monkeypatch)
+    refs, hyps, expected = _edge_inputs(metrics_cases / "e2e" / "example-inputs")[name]
+    result = e2e_scores(refs, hyps, route="perl", log=lambda _: None)
+    assert result.approximate == () and result.notes == []
+    for metric, want, tol in zip(("METEOR", "ROUGE_L", "CIDEr"), expected[4:], (1e-4, 1e-4, 1e-3)):
+        assert abs(result.scores[metric] - want) <= tol, (metric, result.scores[metric], want)
+
+
 @requires_java
 def test_cli_prints_official_lines(jvm, metrics_cases, monkeypatch, capsys, tmp_path):
     measure_scores = _measure_scores()
