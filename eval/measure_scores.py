@@ -6,15 +6,16 @@
 REFS: references, one per line with a blank line between instances (or CSV/TSV with an MR column);
 HYPS: one output per line (or CSV/TSV). Prints BLEU, NIST, METEOR, ROUGE_L, CIDEr as e2e-metrics
 does. ``-p`` takes BLEU/NIST from e2e-metrics' Python port (the route the LoRA paper's README runs)
-instead of the Perl mteval-v13a numbers. Needs Java for METEOR and for the exact ROUGE_L/CIDEr
-tokenisation; without it METEOR is n/a and ROUGE_L/CIDEr are marked as approximations. ``--json``
-writes the five full-precision scores and "approximate": the metrics so marked (what
+instead of the Perl mteval-v13a numbers. METEOR and the PTB tokenisation of ROUGE_L/CIDEr run the
+official jars when Java is found and their Python ports otherwise (the same numbers); ``--meteor
+python`` takes the Python route on purpose (METEOR and the tokenizer; ``--tokenizer`` sets the
+tokenizer on its own). ``--json`` writes the five full-precision scores and "approximate": the
+metrics not computed as the official scorer does (empty: both routes are exact; what
 ``gpt2_lora.report`` flags). ``--sacrebleu`` adds sacreBLEU and chrF (0-100) with their signatures.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,14 +25,18 @@ try:
 except ImportError:  # run from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gpt2_lora.cli import Parser
 from gpt2_lora.errors import cli
 from gpt2_lora.fileio import atomic_write, check_outputs
 from gpt2_lora.metrics.e2e import METRICS, e2e_scores, load_data
 from gpt2_lora.metrics.sacre import sacrebleu_scores
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="E2E Challenge evaluation (BLEU, NIST, METEOR, ROUGE_L, CIDEr)")
+ROUTES = ("auto", "jar", "python")
+
+
+def build_parser() -> Parser:
+    ap = Parser(description="E2E Challenge evaluation (BLEU, NIST, METEOR, ROUGE_L, CIDEr)")
     ap.add_argument("-p", "--python", action="store_true",
                     help="BLEU/NIST from e2e-metrics' Python port (pymteval) instead of the Perl numbers")
     ap.add_argument("-t", "--table", action="store_true", help="print the scores as a line of a TSV table")
@@ -39,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", metavar="FILE", help="also write the full-precision scores as JSON")
     ap.add_argument("--sacrebleu", action="store_true",
                     help="also sacreBLEU and chrF (0-100, sacrebleu's defaults) with their signatures")
+    ap.add_argument("--meteor", choices=ROUTES, default="auto",
+                    help="METEOR (and, unless --tokenizer says otherwise, the PTB tokenizer): the jar, its "
+                         "Python port, or auto = the jar when Java is found, else Python (same scores)")
+    ap.add_argument("--tokenizer", choices=ROUTES, default=None,
+                    help="the PTB tokenizer of ROUGE_L/CIDEr/METEOR: jar, python or auto [as --meteor]")
     ap.add_argument("ref_file", help="references: one per line, a blank line between instances "
                                      "(or CSV/TSV with MR and reference columns)")
     ap.add_argument("sys_file", help="system outputs: one per line (or CSV/TSV with MR and output columns)")
@@ -55,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         check_outputs({"--json": args.json}, {"REFS": args.ref_file, "HYPS": args.sys_file})
     _, refs, hyps = load_data(args.ref_file, args.sys_file)
+    meteor_route = None if args.meteor == "auto" else args.meteor  # None: the jars when Java is found
+    tokenizer_route = meteor_route if args.tokenizer is None else {"auto": None}.get(args.tokenizer, args.tokenizer)
     result = e2e_scores(refs, hyps, route="python" if args.python else "perl",
-                        log=lambda message: print(message, file=sys.stderr, flush=True))
+                        log=lambda message: print(message, file=sys.stderr, flush=True),
+                        meteor_route=meteor_route, tokenizer_route=tokenizer_route)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     scores = result.scores

@@ -6,7 +6,8 @@
 #
 # No pretrained GPT-2 is downloaded: a tiny randomly initialised GPT-2 is trained on the synthetic set as a
 # stand-in base, then LoRA-tuned on top of it (the settings: gpt2_lora/recipes.py, DEMO*; the steps:
-# gpt2_lora/demo.py). METEOR is scored only when Java is present.
+# gpt2_lora/demo.py). METEOR and the PTB tokenizer run the jars when Java is present, else their
+# Python ports (same scores; the first Python run caches the paraphrase table in ~/.cache/gpt2-lora).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091

@@ -7,18 +7,20 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 from conftest import ROOT, requires_java
 
 from gpt2_lora.errors import UserError
-from gpt2_lora.metrics import e2e as e2e_mod
 from gpt2_lora.metrics.cider import cider
 from gpt2_lora.metrics.e2e import e2e_scores, load_data, read_multi_refs
 from gpt2_lora.metrics.meteor import _add_stats
 from gpt2_lora.metrics.mteval import bleu_nist, perl_tokenize, py_tokenize
-from gpt2_lora.metrics.ptb_tokenizer import approximate_tokenize
+from gpt2_lora.metrics.ptb_tokenizer import python_tokenize
 from gpt2_lora.metrics.rouge import lcs_length, rouge_l
 
 NIST_BETA = -math.log(0.5) / math.log(1.5) ** 2
@@ -134,7 +136,7 @@ def test_meteor_stats_aggregation_skips_perfect_single_chunk():
 
 
 # ---------------------------------------------------------------------------------------------
-# PTB tokenizer approximation (used without Java)
+# The Python PTB tokenizer (the route without Java; tests/test_ptb_tokenizer.py compares it with the jar)
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("text, expected", [
     ("Blue Spice is a coffee shop, less than £20.", "blue spice is a coffee shop less than # 20"),
@@ -142,8 +144,8 @@ def test_meteor_stats_aggregation_skips_perfect_single_chunk():
     ("Mr. Smith's 5-star place; 20-25 yes!", "mr. smith 's 5-star place 20-25 yes"),
     ('"Quoted" text ... end', "quoted text end"),
 ])
-def test_approximate_ptb_tokenizer(text, expected):
-    assert approximate_tokenize(text) == expected
+def test_python_ptb_tokenizer(text, expected):
+    assert python_tokenize(text) == expected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,37 +197,72 @@ def test_missing_file_is_one_line_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Without Java
+# Without Java: every metric computed in Python, nothing approximate
 # ---------------------------------------------------------------------------------------------
-def test_without_java_bleu_nist_exact_meteor_unavailable(metrics_cases):
+def _without_java(monkeypatch):
+    from gpt2_lora.metrics import java
+
+    monkeypatch.setattr(java, "find_java", lambda: None)
+
+
+def test_without_java_every_metric_is_computed_in_python(metrics_cases, monkeypatch):
+    _without_java(monkeypatch)
     case = metrics_cases / "e2e" / "example-inputs"
     expected = json.loads((case / "expected.json").read_text())["scores"]["full_precision"]
     _, refs, hyps = load_data(case / "devel-conc.txt", case / "baseline-output.txt")
-    result = e2e_scores(refs, hyps, route="python", use_java=False, log=lambda _: None)
-    assert result.scores["METEOR"] is None
-    assert set(result.approximate) == {"ROUGE_L", "CIDEr"}
-    assert any("no Java" in note for note in result.notes)
+    result = e2e_scores(refs, hyps, route="python", log=lambda _: None)
+    assert result.approximate == () and result.notes == []
     assert result.scores["BLEU"] == pytest.approx(expected["BLEU_pymteval"], abs=1e-12)
     assert result.scores["NIST"] == pytest.approx(expected["NIST_pymteval"], abs=1e-12)
-    # the approximation stays close to the official tokenisation on E2E text
-    assert result.scores["ROUGE_L"] == pytest.approx(expected["ROUGE_L"], abs=2e-3)
-    assert result.scores["CIDEr"] == pytest.approx(expected["CIDEr"], abs=2e-2)
+    for metric in ("METEOR", "ROUGE_L", "CIDEr"):
+        assert abs(result.scores[metric] - expected[metric]) <= TOL[metric], metric
+    # use_java=False asks for the same
+    assert e2e_scores(refs, hyps, route="python", use_java=False).scores == result.scores
 
 
 def test_cli_without_java(metrics_cases, monkeypatch, capsys, tmp_path):
     measure_scores = _measure_scores()
 
-    monkeypatch.setattr(e2e_mod, "java_available", lambda: False)
+    _without_java(monkeypatch)
     case = metrics_cases / "e2e" / "example-inputs"
+    printed = json.loads((case / "expected.json").read_text())["scores"]["printed_default(perl)"]
     out_json = tmp_path / "scores.json"
     assert measure_scores.main([str(case / "devel-conc.txt"), str(case / "baseline-output.txt"),
                                 "--json", str(out_json)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[:4] == ["SCORES:", "==============", "BLEU: 0.7203", "NIST: 7.8212"]
-    assert lines[4] == "METEOR: n/a" and "approximate" in lines[5]
+    assert lines == ["SCORES:", "=============="] + [
+        f"{m}: {printed[m]:.4f}" for m in ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")] + [""]
     data = json.loads(out_json.read_text())
-    assert list(data) == ["BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr", "approximate"] and data["METEOR"] is None
-    assert data["approximate"] == ["ROUGE_L", "CIDEr"]
+    assert list(data) == ["BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr", "approximate"]
+    assert data["approximate"] == [] and data["METEOR"] == pytest.approx(0.4800716745732023, abs=1e-12)
+
+
+def _run_without_java_on_path(tmp_path, *args):
+    """eval/measure_scores.py in a child process whose PATH holds no java (and no JAVA_HOME)."""
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    (tmp_path / "bin").mkdir(exist_ok=True)
+    env.update(PATH=str(tmp_path / "bin"), PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / "eval" / "measure_scores.py"), *map(str, args)],
+                          env=env, capture_output=True, text=True)
+
+
+def test_cli_with_no_java_on_path_takes_the_python_route(metrics_cases, tmp_path):
+    case = metrics_cases / "e2e" / "example-inputs"
+    data = json.loads((case / "expected.json").read_text())["scores"]
+    out_json = tmp_path / "scores.json"
+    proc = _run_without_java_on_path(tmp_path, "-p", case / "devel-conc.txt", case / "baseline-output.txt",
+                                     "--json", out_json)
+    assert proc.returncode == 0, proc.stderr
+    assert "METEOR (Python)" in proc.stderr and "PTB tokenizer (Python)" in proc.stderr
+    assert proc.stdout.splitlines()[2:7] == [f"{m}: {v:.4f}" for m, v in data["printed_-p(pymteval)"].items()]
+    written = json.loads(out_json.read_text())
+    assert written["approximate"] == []
+    for metric in ("METEOR", "ROUGE_L", "CIDEr"):
+        assert abs(written[metric] - data["full_precision"][metric]) <= TOL[metric], metric
+    # the jar asked for by name, with no Java: one line, exit status 2
+    proc = _run_without_java_on_path(tmp_path, "--meteor", "jar", case / "devel-conc.txt",
+                                     case / "baseline-output.txt")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: METEOR unavailable")
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):
@@ -236,6 +273,10 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
         measure_scores.main([str(refs), str(tmp_path / "missing.txt")])
     assert info.value.code == 2
     assert capsys.readouterr().err.strip().startswith("error: hypotheses file not found")
+    with pytest.raises(SystemExit) as info:
+        measure_scores.main(["--meteor", "perl", str(refs), str(refs)])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and err.startswith("error: argument --meteor: invalid choice") and "\n" not in err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,6 +387,16 @@ def test_edge_cases_match_official(jvm, metrics_cases, name):
         assert abs(value - want) <= tol, (got, expected)
 
 
+@pytest.mark.parametrize("name", ["odd_outputs", "single_ref", "zero_word"])
+def test_edge_cases_match_official_without_java(metrics_cases, monkeypatch, name):
+    _without_java(monkeypatch)
+    refs, hyps, expected = _edge_inputs(metrics_cases / "e2e" / "example-inputs")[name]
+    result = e2e_scores(refs, hyps, route="perl", log=lambda _: None)
+    assert result.approximate == () and result.notes == []
+    for metric, want, tol in zip(("METEOR", "ROUGE_L", "CIDEr"), expected[4:], (1e-4, 1e-4, 1e-3)):
+        assert abs(result.scores[metric] - want) <= tol, (metric, result.scores[metric], want)
+
+
 @requires_java
 def test_cli_prints_official_lines(jvm, metrics_cases, monkeypatch, capsys, tmp_path):
     measure_scores = _measure_scores()
@@ -376,14 +427,24 @@ def test_cli_prints_official_lines(jvm, metrics_cases, monkeypatch, capsys, tmp_
 
 
 @requires_java
-def test_ptb_jar_and_approximation_agree_on_e2e(jvm, metrics_cases):
+def test_ptb_jar_and_python_tokenizer_agree_on_e2e(jvm, metrics_cases):
     _, tokenizer = jvm
     refs = read_multi_refs(metrics_cases / "e2e" / "example-inputs" / "devel-conc.txt")
     sentences = [r for group in refs for r in group]
     official = tokenizer.tokenize(sentences)
-    assert official[0] == approximate_tokenize(sentences[0])
-    same = sum(a == approximate_tokenize(s) for s, a in zip(sentences, official))
-    assert same >= 0.97 * len(sentences)
+    assert official == [python_tokenize(s) for s in sentences]
+
+
+@pytest.mark.parametrize("system", ["tgen", "sheff1", "dangnt"])
+def test_e2e_test_set_systems_match_official_without_java(metrics_cases, monkeypatch, system):
+    """The whole Python route (PTB tokenizer, METEOR, ROUGE-L, CIDEr) on the test set, both BLEU routes."""
+    _without_java(monkeypatch)
+    case = metrics_cases / "e2e" / "test"
+    data = json.loads((case / "expected.json").read_text())["systems"][system]
+    _, refs, hyps = load_data(case / "references_multi.txt", case / "systems" / f"{system}.txt")
+    result = e2e_scores(refs, hyps, route="perl", log=lambda _: None)
+    assert result.approximate == () and result.notes == []
+    _check(system, result.scores, bleu_nist(hyps, refs, "python"), data["full_precision"])
 
 
 @requires_java

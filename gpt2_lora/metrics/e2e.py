@@ -8,9 +8,9 @@ Inputs, as e2e-metrics reads them:
   (then the references are looked up by those MRs).
 
 Metrics: BLEU and NIST (``mteval``, Perl route by default, ``route="python"`` = ``-p``); METEOR
-(coco build of the jar), ROUGE-L and CIDEr, all three on PTB-tokenised, lower-cased text with
-punctuation removed, as coco-caption prepares it. Without Java, METEOR is None and ROUGE-L/CIDEr use
-the Python approximation of the PTB tokenizer (and are flagged as approximate).
+(coco build of the jar, or its Python port), ROUGE-L and CIDEr, all three on PTB-tokenised,
+lower-cased text with punctuation removed, as coco-caption prepares it (Stanford's jar or its Python
+port). Without Java everything is computed in Python, with the same numbers; nothing is approximate.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Callable, Sequence
 
 from ..errors import UserError
 from ..fileio import read_text
-from .java import JavaUnavailable, java_available
+from .java import JavaUnavailable
 from .mteval import bleu_nist
-from .ptb_tokenizer import PTBTokenizer, approximate_tokenize
+from .ptb_tokenizer import PTBTokenizer
 
 METRICS = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
 
@@ -144,7 +144,7 @@ def load_data(ref_path: str | Path, hyp_path: str | Path) -> tuple[list[str], li
 @dataclass
 class E2EResult:
     scores: dict[str, float | None]            # BLEU NIST METEOR ROUGE_L CIDEr (None = unavailable)
-    approximate: tuple[str, ...] = ()          # metrics computed without the official tokenizer
+    approximate: tuple[str, ...] = ()          # metrics not computed as the official scorer does (none now)
     notes: list[str] = field(default_factory=list)
 
 
@@ -169,15 +169,29 @@ class _Background(threading.Thread):
         return self._value
 
 
+def _tokenize(tokenizer: PTBTokenizer, sentences: list[str], route: str | None, result: E2EResult) -> list[str]:
+    """coco-caption's tokens; a jar that fails on its own choice of route falls back to Python."""
+    try:
+        return tokenizer.tokenize(sentences)
+    except JavaUnavailable as err:
+        if route == "jar":
+            raise
+        result.notes.append(f"PTB tokenizer jar failed ({err}); tokenised in Python instead (same tokens)")
+        return PTBTokenizer(route="python").tokenize(sentences)
+
+
 def e2e_scores(refs: Sequence[Sequence[str]], hyps: Sequence[str], route: str = "perl",
                meteor=None, tokenizer: PTBTokenizer | None = None,
-               use_java: bool | None = None, log: Callable[[str], None] | None = None) -> E2EResult:
-    """All five E2E metrics. ``meteor`` (a coco ``Meteor``) and ``tokenizer`` may be shared across
-    calls; by default a METEOR JVM is started here and closed at the end. ``use_java=False`` forces
-    the no-Java path. ``log`` receives progress messages (the module itself prints nothing)."""
-    from .cider import cider
-    from .meteor import Meteor, MeteorUnavailable
-    from .rouge import rouge_l
+               use_java: bool | None = None, log: Callable[[str], None] | None = None,
+               meteor_route: str | None = None, tokenizer_route: str | None = None) -> E2EResult:
+    """All five E2E metrics. ``meteor`` (a coco ``Meteor`` or ``PythonMeteor``) and ``tokenizer`` may be
+    shared across calls; by default a scorer is opened here and closed at the end.
+
+    METEOR and the PTB tokenizer each run as the jar or in Python (``meteor_route``,
+    ``tokenizer_route``: "jar" or "python"; None: the jar when Java is available, else Python; the
+    routes give the same numbers). ``use_java=False`` takes Python for both. ``log`` receives progress
+    messages (the module itself prints nothing)."""
+    from .meteor import MeteorUnavailable, open_meteor
 
     log = log or (lambda message: None)
     if len(refs) != len(hyps):
@@ -186,57 +200,60 @@ def e2e_scores(refs: Sequence[Sequence[str]], hyps: Sequence[str], route: str = 
         raise UserError("nothing to score: no hypotheses")
     if any(not group for group in refs):
         raise UserError("every instance needs at least one reference")
-    if use_java is None:
-        use_java = java_available()
+    if use_java is False:
+        meteor_route, tokenizer_route = meteor_route or "python", tokenizer_route or "python"
     result = E2EResult(scores=dict.fromkeys(METRICS))
     own_meteor = None
-    if use_java and meteor is None:
-        try:  # start the JVM first: it loads the paraphrase table while we do the rest
-            meteor = own_meteor = Meteor("coco")
+    if meteor is None:
+        try:  # a JVM starts first: it loads the paraphrase table while we do the rest
+            meteor, notes = open_meteor("coco", route=meteor_route)
+            own_meteor = meteor
+            result.notes.extend(notes)
         except MeteorUnavailable as err:
+            if meteor_route == "jar":  # asked for by name: an error, not a silent n/a
+                raise
             result.notes.append(str(err))
-    elif not use_java:
-        result.notes.append("METEOR unavailable: no Java runtime found (install one, e.g. Debian's "
-                            "default-jre-headless)")
     try:
         ref_flat = [ref for group in refs for ref in group]
+        tokenizer = tokenizer or PTBTokenizer(route=tokenizer_route)
+        sentences = list(ref_flat) + list(hyps)
         tokenized = None
-        if use_java:
-            tokenizer = tokenizer or PTBTokenizer()
-            tokenized = _Background(lambda: tokenizer.tokenize(list(ref_flat) + list(hyps)))
+        if tokenizer.route == "jar":  # the JVM works while BLEU/NIST are computed here
+            tokenized = _Background(lambda: _tokenize(tokenizer, sentences, tokenizer_route, result))
         log(f"BLEU/NIST ({route} route) on {len(hyps)} instances, {len(ref_flat)} references")
         result.scores.update(bleu_nist(hyps, refs, route=route))
-
-        tokens = None
-        if tokenized is not None:
-            try:
-                tokens = tokenized.result()
-            except JavaUnavailable as err:
-                result.notes.append(f"PTB tokenizer unavailable, so no METEOR either: {err}")
-                meteor = None
-        if tokens is None:
-            tokens = [approximate_tokenize(s) for s in list(ref_flat) + list(hyps)]
-            result.approximate = ("ROUGE_L", "CIDEr")
-            result.notes.append("ROUGE_L and CIDEr are approximations: text tokenised by a Python "
-                                "imitation of the Stanford PTBTokenizer (needs Java for the real one)")
+        if tokenized is None:
+            log("PTB tokenizer (Python)")
+        tokens = tokenized.result() if tokenized is not None else tokenizer.tokenize(sentences)
         tok_refs, start = [], 0
         for group in refs:
             tok_refs.append(tokens[start:start + len(group)])
             start += len(group)
         tok_hyps = tokens[start:]
-
-        scoring = None
-        if meteor is not None:
-            log("METEOR (coco meteor-1.5.jar)")
-            scoring = _Background(lambda: meteor.corpus_score(tok_hyps, tok_refs))
-        result.scores["ROUGE_L"] = rouge_l(tok_hyps, tok_refs)[0]
-        result.scores["CIDEr"] = cider(tok_hyps, tok_refs)[0]
-        if scoring is not None:
-            try:
-                result.scores["METEOR"] = scoring.result()
-            except MeteorUnavailable as err:
-                result.notes.append(str(err))
+        _rouge_cider_meteor(result, tok_hyps, tok_refs, meteor, log)
     finally:
         if own_meteor is not None:
             own_meteor.close()
     return result
+
+
+def _rouge_cider_meteor(result: E2EResult, tok_hyps, tok_refs, meteor, log) -> None:
+    """ROUGE-L and CIDEr here; METEOR in a thread when the jar computes it (the JVM frees the GIL)."""
+    from .cider import cider
+    from .meteor import MeteorUnavailable
+    from .rouge import rouge_l
+
+    scoring = None
+    if meteor is not None and meteor.route == "jar":
+        log("METEOR (coco meteor-1.5.jar)")
+        scoring = _Background(lambda: meteor.corpus_score(tok_hyps, tok_refs))
+    result.scores["ROUGE_L"] = rouge_l(tok_hyps, tok_refs)[0]
+    result.scores["CIDEr"] = cider(tok_hyps, tok_refs)[0]
+    try:
+        if scoring is not None:
+            result.scores["METEOR"] = scoring.result()
+        elif meteor is not None:
+            log("METEOR (Python)")
+            result.scores["METEOR"] = meteor.corpus_score(tok_hyps, tok_refs)
+    except MeteorUnavailable as err:
+        result.notes.append(str(err))

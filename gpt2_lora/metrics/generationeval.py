@@ -7,7 +7,8 @@ segment ``i``. The metrics:
 * BLEU: ``multi-bleu-detok.perl`` on the untokenised files, x100 (``multibleu``);
 * BLEU NLTK: nltk's ``corpus_bleu`` (smoothing method 3) on the tokenised text, a fraction;
 * METEOR: the stock METEOR 1.5 jar (``-l en -norm``) on ``nltk.word_tokenize``'d text, the first N
-  references of each segment (the ``meteor`` bridge, ``variant="stock"``);
+  references of each segment (the ``meteor`` bridge, ``variant="stock"``), or its Python port
+  (``meteor_python``, the same scores; the route without Java);
 * TER: pyter3's TER on the tokenised text, min over the first N references, averaged (``ter``).
 
 One deliberate difference: GenerationEval splits each file on '\\n', so a file that ends in a newline
@@ -168,13 +169,14 @@ def parse_metrics(spec: str) -> tuple[str, ...]:
 
 
 def score(hyps: Sequence[str], refs: Sequence[Sequence[str]], metrics: Sequence[str] = METRICS,
-          num_refs: int | None = None, meteor=None) -> GenerationEvalScores:
+          num_refs: int | None = None, meteor=None, meteor_route: str | None = None) -> GenerationEvalScores:
     """Score ``hyps`` against ``refs`` (per segment, one or more references) like GenerationEval.
 
     ``num_refs`` limits METEOR and TER to the first N references of each segment, as ``-nr`` does
     (BLEU always uses all of them, as the Perl script reads every file). ``meteor`` may be a running
-    ``Meteor(variant="stock")`` to reuse; otherwise one is started here and closed after use.
-    Without Java, METEOR is None and a note says so; the other metrics are still computed.
+    stock-variant scorer to reuse; otherwise one is opened here (``meteor_route``: "jar", "python",
+    or None: the jar when Java is available, else Python) and closed after use. When METEOR cannot
+    run at all it is None and a note says why; the other metrics are still computed.
     """
     if len(hyps) != len(refs):
         raise UserError(f"{len(hyps)} hypotheses but {len(refs)} reference sets")
@@ -187,12 +189,16 @@ def score(hyps: Sequence[str], refs: Sequence[Sequence[str]], metrics: Sequence[
     _require_punkt()  # fail on missing tokeniser data before starting a JVM
     own_meteor = None
     if "meteor" in metrics and meteor is None:
-        # Start the JVM first: it loads its paraphrase table while we compute the rest.
-        from .meteor import Meteor, MeteorUnavailable
+        # A JVM starts first: it loads its paraphrase table while we compute the rest.
+        from .meteor import MeteorUnavailable, open_meteor
 
         try:
-            meteor = own_meteor = Meteor(variant="stock", num_refs=num_refs)
+            meteor, notes = open_meteor("stock", num_refs=num_refs, route=meteor_route)
+            own_meteor = meteor
+            result.notes.extend(notes)
         except MeteorUnavailable as err:
+            if meteor_route == "jar":  # asked for by name: an error, not a silent n/a
+                raise
             result.notes.append(f"METEOR not computed: {err}")
     try:
         hyps_tok = word_tokenize(hyps)
@@ -221,10 +227,11 @@ def score(hyps: Sequence[str], refs: Sequence[Sequence[str]], metrics: Sequence[
 
 
 def score_files(ref_prefix: str | Path, hyp_path: str | Path, num_refs: int = 4,
-                metrics: Sequence[str] = METRICS, meteor=None) -> GenerationEvalScores:
+                metrics: Sequence[str] = METRICS, meteor=None,
+                meteor_route: str | None = None) -> GenerationEvalScores:
     """``eval.py -R ref_prefix -H hyp_path -nr num_refs -m ...`` as a function."""
     hyps, refs = read_inputs(ref_prefix, hyp_path, num_refs)
-    return score(hyps, refs, metrics=metrics, num_refs=num_refs, meteor=meteor)
+    return score(hyps, refs, metrics=metrics, num_refs=num_refs, meteor=meteor, meteor_route=meteor_route)
 
 
 def format_table(result: GenerationEvalScores, metrics: Sequence[str]) -> str:

@@ -13,6 +13,9 @@ Two builds, both from the pycocoevalcap==1.2 wheel:
 
 The JVM starts in ``__init__`` (loading the paraphrase table takes several seconds), so callers should
 create the scorer early and do other work while it loads.
+
+``open_meteor`` picks the route: the jar, or ``meteor_python.PythonMeteor`` (the same statistics and
+scores in Python, no Java), by default the jar when a Java runtime is found and Python otherwise.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ from typing import Sequence
 
 from ..errors import UserError
 from .java import JavaUnavailable, jar_path, java_available, require_java
+from .meteor_python import PythonMeteor
 
-__all__ = ["Meteor", "MeteorUnavailable", "java_available"]
+__all__ = ["Meteor", "MeteorUnavailable", "PythonMeteor", "ROUTES", "java_available", "open_meteor"]
+
+ROUTES = ("jar", "python")
 
 # Double.toString output is parsed back by java.util.Scanner, which follows the JVM's locale: pin it,
 # and with it String.toLowerCase (a Turkish locale would change -norm's lowercasing).
@@ -44,6 +50,8 @@ def _clean(text: str) -> str:
 
 class Meteor:
     """METEOR 1.5 scorer. Use as a context manager or call ``close()``; safe to share across threads."""
+
+    route = "jar"
 
     def __init__(self, variant: str = "coco", num_refs: int | None = None, lang: str = "en",
                  norm: bool = True):
@@ -219,3 +227,25 @@ def _java_double(value: float) -> str:
     # java.util.Scanner.nextDouble reads plain decimals; repr() is exact and plain below 1e16.
     text = repr(value)
     return text if "e" not in text else f"{value:.1f}"
+
+
+def open_meteor(variant: str = "coco", num_refs: int | None = None,
+                route: str | None = None) -> tuple["Meteor | PythonMeteor", list[str]]:
+    """(scorer, notes). ``route``: "jar", "python", or None: the jar when Java is found, else Python,
+    and Python also when the jar cannot start (a note says why). Raises MeteorUnavailable when the
+    route asked for (or, with None, neither) can run."""
+    if route not in (None, *ROUTES):
+        raise UserError(f"unknown METEOR route {route!r} (expected one of {', '.join(ROUTES)})")
+    notes: list[str] = []
+    if route == "jar" or (route is None and java_available()):
+        try:
+            return Meteor(variant, num_refs=num_refs), notes
+        except MeteorUnavailable as err:
+            if route == "jar":
+                raise
+            notes.append(f"{err}; METEOR computed in Python instead (same scores)")
+    try:
+        return PythonMeteor(variant, num_refs=num_refs), notes
+    except UserError as err:
+        message = str(err) if str(err).startswith("METEOR") else f"METEOR unavailable: {err}"
+        raise MeteorUnavailable("; ".join([*notes, message])) from None
