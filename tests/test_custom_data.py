@@ -13,8 +13,6 @@ import pytest
 
 from gpt2_lora import custom_data, data, decode, prepare
 from gpt2_lora.data import read_encoded
-from gpt2_lora.errors import UserError
-from gpt2_lora.metrics import e2e as e2e_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUTS = sorted(f"{split}{suffix}.jsonl" for split in data.SPLITS for suffix in ("_formatted", ""))
@@ -329,7 +327,6 @@ def test_custom_test_split_decodes_and_scores_multi_reference(tmp_path, vocab_di
     assert refs.read_text(encoding="utf-8") == "".join("".join(r + "\n" for r in group) + "\n"
                                                        for group in groups.values())
     assert hyps.read_text(encoding="utf-8").splitlines() == [group[-1] for group in groups.values()]
-    monkeypatch.setattr(e2e_metrics, "java_available", lambda: False)  # METEOR n/a: keeps the test fast
     scores_file = tmp_path / "scores.json"
     assert _measure_scores().main([str(refs), str(hyps), "-p", "--sacrebleu", "--json", str(scores_file)]) == 0
     capsys.readouterr()

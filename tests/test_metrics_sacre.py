@@ -11,7 +11,6 @@ import pytest
 import sacrebleu
 
 from gpt2_lora.errors import UserError
-from gpt2_lora.metrics import e2e as e2e_metrics
 from gpt2_lora.metrics.sacre import reference_streams, sacrebleu_scores
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +68,6 @@ def _measure_scores():
 
 
 def test_measure_scores_flag(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(e2e_metrics, "java_available", lambda: False)  # METEOR n/a: fast and Java-free
     refs, hyps = tmp_path / "refs.txt", tmp_path / "hyps.txt"
     refs.write_text("".join("".join(r + "\n" for r in group) + "\n" for group in REFS), encoding="utf-8")
     hyps.write_text("".join(h + "\n" for h in HYPS), encoding="utf-8")
