@@ -45,6 +45,7 @@ from .data import read_encoded
 from .data import EOS_ID
 from .devices import resolve_device
 from .errors import UserError, cli
+from .recipes import E2E
 from .fileio import atomic_write, check_outputs
 from .model import GPT2Config, GPT2LMModel, KVCache, attention_mask
 
@@ -387,8 +388,7 @@ def generate(model: GPT2LMModel, contexts: Sequence[Sequence[int]], settings: Be
 
 # ------------------------------------------------------------------------------------------------- CLI
 UPSTREAM_DEFAULTS = BeamSettings()  # upstream gpt2_beam.py's flag defaults: gpt2_lora.beam's
-PAPER_SETTINGS = BeamSettings(beam=10, eval_len=64, seq_len=512, length_penalty=0.8, no_repeat_ngram_size=4,
-                              repetition_penalty=1.0, eos_token_id=(EOS_ID, 628))  # the paper's: 628 is "\n\n"
+PAPER_SETTINGS = BeamSettings(**E2E.headline.search_fields())  # the paper's E2E decoding (gpt2_lora/recipes.py)
 
 
 def read_contexts(path: str, vocab_size: int | None = None) -> list[list[int]]:

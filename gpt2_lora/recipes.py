@@ -94,6 +94,12 @@ class DecodeRecipe:
         return (f"beam {self.beam}, length penalty {self.length_penalty}, no-repeat-ngram "
                 f"{self.no_repeat_ngram_size}, EOS {data.EOS_ID}/{self.eos_token_id}")
 
+    def search_fields(self) -> dict:
+        """The ``gpt2_lora.beam.BeamSettings`` fields of this recipe (EOS: 50256 and the extra one)."""
+        return {"beam": self.beam, "eval_len": self.eval_len, "seq_len": self.seq_len,
+                "length_penalty": self.length_penalty, "no_repeat_ngram_size": self.no_repeat_ngram_size,
+                "repetition_penalty": self.repetition_penalty, "eos_token_id": (data.EOS_ID, self.eos_token_id)}
+
     def beam_flags(self) -> list[str]:
         return _flags([("batch_size", self.batch_size), ("seq_len", self.seq_len),
                        ("eval_len", self.eval_len), ("beam", self.beam), ("length_penalty", self.length_penalty),

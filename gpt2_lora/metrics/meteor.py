@@ -27,7 +27,7 @@ from typing import Sequence
 
 from ..errors import UserError
 from .java import JavaUnavailable, jar_path, java_available, require_java
-from .meteor_python import PythonMeteor
+from .meteor_python import PythonMeteor, check_variant, clean_segment
 
 __all__ = ["Meteor", "MeteorUnavailable", "PythonMeteor", "ROUTES", "java_available", "open_meteor"]
 
@@ -43,11 +43,6 @@ class MeteorUnavailable(JavaUnavailable):
     """METEOR cannot run here (no Java, jar missing or not the pinned build, or the JVM died)."""
 
 
-def _clean(text: str) -> str:
-    # One segment must stay on one protocol line: the jar's BufferedReader also ends lines at '\r'.
-    return text.replace("\r", " ").replace("\n", " ")
-
-
 class Meteor:
     """METEOR 1.5 scorer. Use as a context manager or call ``close()``; safe to share across threads."""
 
@@ -55,8 +50,7 @@ class Meteor:
 
     def __init__(self, variant: str = "coco", num_refs: int | None = None, lang: str = "en",
                  norm: bool = True):
-        if variant not in ("coco", "stock"):
-            raise ValueError(f"unknown METEOR variant {variant!r} (expected 'coco' or 'stock')")
+        check_variant(variant)
         self.variant = variant
         self.num_refs = num_refs
         self._lock = threading.Lock()
@@ -159,8 +153,8 @@ class Meteor:
         if not refs:
             raise UserError("METEOR: a segment has no references")
         # As coco-caption: drop '|||' (the field separator) from the hypothesis, squeeze double spaces.
-        hyp = _clean(hyp).replace("|||", "").replace("  ", " ")
-        refs = [_clean(ref).replace("|||", "") for ref in refs]
+        hyp = clean_segment(hyp).replace("|||", "").replace("  ", " ")
+        refs = [clean_segment(ref).replace("|||", "") for ref in refs]
         return " ||| ".join(("SCORE", " ||| ".join(refs), hyp))
 
     def stats(self, hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> list[str]:

@@ -34,9 +34,15 @@ def _collector_paused():
             gc.enable()
 
 
-def _clean(text: str) -> str:
-    # What the bridge's protocol line does to a segment: line breaks become spaces
+def clean_segment(text: str) -> str:
+    """What both routes do to a segment before scoring: line breaks become spaces (one segment stays one
+    protocol line for the jar, whose BufferedReader also ends lines at '\r')."""
     return text.replace("\r", " ").replace("\n", " ")
+
+
+def check_variant(variant: str) -> None:
+    if variant not in ("coco", "stock"):
+        raise ValueError(f"unknown METEOR variant {variant!r} (expected 'coco' or 'stock')")
 
 
 class PythonMeteor:
@@ -46,8 +52,7 @@ class PythonMeteor:
 
     def __init__(self, variant: str = "coco", num_refs: int | None = None, lang: str = "en",
                  norm: bool = True):
-        if variant not in ("coco", "stock"):
-            raise ValueError(f"unknown METEOR variant {variant!r} (expected 'coco' or 'stock')")
+        check_variant(variant)
         if lang != "en" or not norm:
             raise UserError("METEOR in Python covers English with -norm only (lang='en', norm=True)")
         self.variant = variant
@@ -89,8 +94,8 @@ class PythonMeteor:
 
         segments = []
         for hyp, seg_refs in zip(hyps, refs):
-            hyp = _clean(hyp).replace("|||", "").replace("  ", " ")
-            segments.append((words(hyp), [words(_clean(r).replace("|||", "")) for r in self._segment_refs(seg_refs)]))
+            hyp = clean_segment(hyp).replace("|||", "").replace("  ", " ")
+            segments.append((words(hyp), [words(clean_segment(r).replace("|||", "")) for r in self._segment_refs(seg_refs)]))
         return segments
 
     # -- scoring -------------------------------------------------------------------------------
