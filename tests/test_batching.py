@@ -3,19 +3,12 @@ packed rows, and the prefetching loader."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
 from gpt2_lora.training.batching import Layout, Prefetcher, collate, collate_packed
 from gpt2_lora.training.sampling import BatchPlan
-
-
-def make_examples(n: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
-    rng = random.Random(seed)
-    return [([rng.randint(1, 999) for _ in range(rng.randint(0, 12))] + [50256],
-             [rng.randint(1, 999) for _ in range(rng.randint(0, 15))] + [50256]) for _ in range(n)]
+from helpers import random_pairs
 
 
 def reference_item(context, completion, seq_len, joint_lm=False):
@@ -34,7 +27,7 @@ def reference_item(context, completion, seq_len, joint_lm=False):
 
 @pytest.mark.parametrize("seq_len,joint_lm", [(24, False), (9, False), (24, True), (5, False)])
 def test_padded_layout_equals_upstream(seq_len, joint_lm):
-    examples = make_examples(30)
+    examples = random_pairs(30)
     layout = Layout(examples, seq_len, joint_lm)
     batch = collate(layout, list(range(30)), pad_to=seq_len)
     mask = batch.dense_mask()
@@ -49,7 +42,7 @@ def test_padded_layout_equals_upstream(seq_len, joint_lm):
 
 
 def test_loss_mask_covers_exactly_the_completion():
-    examples = make_examples(20, seed=3)
+    examples = random_pairs(20, seed=3)
     layout = Layout(examples, 512)
     batch = collate(layout, list(range(20)), pad_multiple=8)
     for r, (c, p) in enumerate(examples):
@@ -74,7 +67,7 @@ def per_example(batch):
 
 
 def test_modes_give_the_same_examples_tokens_and_masks():
-    examples = make_examples(45, seed=1)
+    examples = random_pairs(45, seed=1)
     layout = Layout(examples, 20)
     common = dict(lengths=layout.n, batch_size=4, seed=7)
     padded, dynamic = BatchPlan(mode="padded", **common), BatchPlan(mode="dynamic", **common)
@@ -96,7 +89,7 @@ def test_modes_give_the_same_examples_tokens_and_masks():
 
 
 def test_prefetcher_keeps_order_and_raises():
-    layout = Layout(make_examples(10), 16)
+    layout = Layout(random_pairs(10), 16)
     plan = [[0, 1], [2, 3], [4, 5]]
     got = [b.examples for b in Prefetcher(plan, lambda idx: collate(layout, idx), depth=1)]
     assert got == plan

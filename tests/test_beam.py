@@ -1,19 +1,15 @@
 """Beam search: the fast batched path against a deliberately simple reference written here from
-upstream gpt2_beam.py's rules (batch 1, full recompute, Python loops), and against upstream's own
-``beam()`` when its source is available. The model is a tiny GPT-2 trained for a few seconds on
-repetitive sequences, so the searches meet EOS at many lengths, unfinished beams and repeated n-grams.
+upstream gpt2_beam.py's rules (batch 1, full recompute, Python loops), on conftest's beam_model (a tiny GPT-2
+trained for a few seconds on repetitive sequences, so the searches meet EOS at many lengths, unfinished beams and
+repeated n-grams) and on random models; the CLI. Against upstream's own ``beam()``:
+tests/parity/test_beam_upstream.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
-import io
 import json
 import random
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,62 +18,10 @@ import torch.nn.functional as F
 from gpt2_lora import beam as beam_mod
 from gpt2_lora.beam import BeamSettings, generate
 from gpt2_lora.model import GPT2Config, GPT2LMModel
-from conftest import UPSTREAM_NLG_SRC
+from helpers import (BEAM_OPTIONS, EOS_A, EOS_B, PATTERN_SIZES, SEP, beam_settings, one_line_error, pattern_config,
+                     write_contexts)
 
-V, SEP, EOS_A, EOS_B = 64, 1, 62, 63
-UPSTREAM_SRC = UPSTREAM_NLG_SRC
-
-
-# ------------------------------------------------------------------------------------- tiny model
-def _sample(rng: random.Random) -> tuple[list[int], list[int]]:
-    """context + [SEP] -> a period-2/3 pattern of context tokens, then EOS_A or EOS_B."""
-    ctx = [rng.randrange(2, 40) for _ in range(rng.randint(2, 9))]
-    period = [ctx[0], ctx[-1], rng.randrange(40, 60)] if len(ctx) % 2 else [ctx[0], ctx[-1]]
-    completion = (period * 8)[: 2 * len(ctx) + rng.randint(0, 2)]
-    return ctx + [SEP], completion + [EOS_A if ctx[0] % 3 else EOS_B]
-
-
-def _config(**overrides) -> GPT2Config:
-    return GPT2Config(vocab_size=V, n_positions=64, n_ctx=64, n_embd=64, n_layer=2, n_head=4, **overrides)
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    # the CI box has 2 cores shared by many jobs; one thread is several times faster here
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model(one_thread) -> GPT2LMModel:
-    torch.manual_seed(0)
-    rng = random.Random(0)
-    net = GPT2LMModel(_config())
-    opt = torch.optim.Adam(net.parameters(), lr=6e-3)
-    for _ in range(100):
-        batch = [_sample(rng) for _ in range(16)]
-        T = max(len(c) + len(x) for c, x in batch)
-        ids = torch.zeros(len(batch), T, dtype=torch.long)
-        target = torch.full((len(batch), T), -100)
-        for i, (c, x) in enumerate(batch):
-            ids[i, :len(c) + len(x)] = torch.tensor(c + x)
-            target[i, len(c) - 1:len(c) + len(x) - 1] = torch.tensor(x)
-        loss = F.cross_entropy(net(ids).view(-1, V), target.view(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net.eval()
-
-
-@pytest.fixture(scope="module")
-def contexts() -> list[list[int]]:
-    rng = random.Random(5)
-    ctxs = [_sample(rng)[0] for _ in range(12)]
-    # longer than seq_len - eval_len (12 below): upstream keeps the last tokens
-    ctxs += [[rng.randrange(2, 40) for _ in range(n)] + [SEP] for n in (13, 17, 22)]
-    return ctxs
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------- the simple reference
@@ -135,55 +79,39 @@ def reference_beam(model: GPT2LMModel, context: list[int], s: BeamSettings) -> l
     return best_seq
 
 
-OPTIONS = [
-    dict(beam=1, length_penalty=1.0, no_repeat_ngram_size=0, eos_token_id=(EOS_A, EOS_B)),
-    dict(beam=3, length_penalty=0.8, no_repeat_ngram_size=2, repetition_penalty=1.3, min_length=3,
-         eos_token_id=(EOS_A, EOS_B)),
-    dict(beam=5, length_penalty=1.0, no_repeat_ngram_size=3, eos_token_id=(EOS_A,)),
-    dict(beam=5, length_penalty=-0.5, no_repeat_ngram_size=0, eos_token_id=(50256, EOS_A, EOS_B)),
-    dict(beam=3, length_penalty=0.0, no_repeat_ngram_size=1, repetition_penalty=0.7, eos_token_id=(EOS_B,)),
-    dict(beam=4, length_penalty=2.0, no_repeat_ngram_size=4, min_length=6, eos_token_id=(EOS_A, EOS_B)),
-    dict(beam=5, length_penalty=-0.1, no_repeat_ngram_size=2, eos_token_id=(EOS_A, EOS_B)),
-]
-
-
-def _settings(**kw) -> BeamSettings:
-    return BeamSettings(eval_len=kw.pop("eval_len", 24), seq_len=kw.pop("seq_len", 36), **kw)
-
-
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(f"{k[:3]}{v}" for k, v in o.items()))
-def test_fast_path_equals_reference(model, contexts, options):
-    s = _settings(**options)
-    expected = [reference_beam(model, c, s) for c in contexts]
-    assert generate(model, contexts, s, progress=False) == expected
+@pytest.mark.parametrize("options", BEAM_OPTIONS, ids=lambda o: "-".join(f"{k[:3]}{v}" for k, v in o.items()))
+def test_fast_path_equals_reference(beam_model, beam_contexts, options):
+    s = beam_settings(**options)
+    expected = [reference_beam(beam_model, c, s) for c in beam_contexts]
+    assert generate(beam_model, beam_contexts, s, progress=False) == expected
     # the searches really exercise EOS: hypotheses end at several lengths
     lengths = {next((k + 1 for k, t in enumerate(seq) if t in s.eos_token_id), None) for seq in expected}
     assert len(lengths - {None}) >= 2
 
 
-def test_batching_and_dedup_do_not_change_outputs(model, contexts):
-    s = _settings(beam=4, length_penalty=0.8, no_repeat_ngram_size=2, eos_token_id=(EOS_A, EOS_B))
-    expected = generate(model, contexts, s, progress=False)
+def test_batching_and_dedup_do_not_change_outputs(beam_model, beam_contexts):
+    s = beam_settings(beam=4, length_penalty=0.8, no_repeat_ngram_size=2, eos_token_id=(EOS_A, EOS_B))
+    expected = generate(beam_model, beam_contexts, s, progress=False)
     rng = random.Random(1)
-    order = [rng.randrange(len(contexts)) for _ in range(40)]    # many repeats, shuffled
-    repeated = [contexts[i] for i in order]
+    order = [rng.randrange(len(beam_contexts)) for _ in range(40)]    # many repeats, shuffled
+    repeated = [beam_contexts[i] for i in order]
     stats: dict = {}
     for cap in (1, 3, 0):
-        got = generate(model, repeated, s, max_batch_inputs=cap, progress=False, stats=stats)
+        got = generate(beam_model, repeated, s, max_batch_inputs=cap, progress=False, stats=stats)
         assert got == [expected[i] for i in order], f"max_batch_inputs={cap}"
     assert stats["unique"] == len(set(order)) and stats["lines"] == 40
     # contexts equal after truncation are one input
-    long = contexts[-1]
-    assert generate(model, [[7, 7, 7] + long, long], s, progress=False)[0] == expected[-1]
+    long = beam_contexts[-1]
+    assert generate(beam_model, [[7, 7, 7] + long, long], s, progress=False)[0] == expected[-1]
 
 
-@pytest.mark.parametrize("options", OPTIONS[1:], ids=lambda o: f"beam{o['beam']}-lp{o['length_penalty']}")
-def test_early_stop_never_changes_outputs(model, contexts, options):
-    s = _settings(**options, eval_len=30)
+@pytest.mark.parametrize("options", BEAM_OPTIONS[1:], ids=lambda o: f"beam{o['beam']}-lp{o['length_penalty']}")
+def test_early_stop_never_changes_outputs(beam_model, beam_contexts, options):
+    s = beam_settings(**options, eval_len=30)
     fast, full = {}, {}
-    assert generate(model, contexts, s, progress=False, stats=fast) == \
-        generate(model, contexts, s, progress=False, stats=full, early_stop=False)
-    assert full["input_steps"] == len(contexts) * 30
+    assert generate(beam_model, beam_contexts, s, progress=False, stats=fast) == \
+        generate(beam_model, beam_contexts, s, progress=False, stats=full, early_stop=False)
+    assert full["input_steps"] == len(beam_contexts) * 30
     if options["length_penalty"] <= 1.0:  # a large penalty keeps the bound loose: nothing stops early there
         assert fast["input_steps"] < full["input_steps"]
         assert fast.get("compactions", 0) >= 1  # finished inputs were dropped mid-search, outputs unchanged
@@ -197,6 +125,7 @@ def test_early_stop_bound_covers_every_reachable_length(lp):
             assert beam_mod.length_factor_bound(step, eval_len, lp) == max(reachable)
 
 
+# ------------------------------------------------------------ random models: fast paths vs plain
 # ------------------------------------------------------------ random models: fast paths vs plain
 def _random_case(seed: int, length_penalty: float):
     """A random tiny GPT-2, random settings, and 28 lines over 16 distinct random contexts, some
@@ -283,7 +212,7 @@ def test_postprocess_equals_the_old_formula_bit_for_bit():
 
 
 def test_keep_rows_moves_the_kept_rows_to_the_front():
-    cache = beam_mod.TreeCache(_config(), 5, 8, torch.float32, "cpu")
+    cache = beam_mod.TreeCache(pattern_config(), 5, 8, torch.float32, "cpu")
     cache.k.copy_(torch.randn(cache.shape))
     cache.v.copy_(torch.randn(cache.shape))
     cache.advance(6)                            # columns 6, 7 are unused: not moved
@@ -316,16 +245,11 @@ def test_postprocess_matches_hand_computed_bans():
 
 
 # -------------------------------------------------------------------------------------- the CLI
-def _write_jsonl(path: Path, contexts) -> None:
-    path.write_text("".join(json.dumps({"context": c, "completion": [5, EOS_A]}) + "\n" for c in contexts))
-
-
-def test_cli_writes_upstream_format(model, contexts, tmp_path):
+def test_cli_writes_upstream_format(beam_model, beam_contexts, tmp_path):
     data = tmp_path / "test.jsonl"
-    _write_jsonl(data, contexts)
-    (tmp_path / "config.json").write_text(json.dumps(dict(vocab_size=V, n_positions=64, n_embd=64, n_layer=2,
-                                                          n_head=4)))
-    torch.save(model.state_dict(), tmp_path / "model.pt")
+    write_contexts(data, beam_contexts)
+    (tmp_path / "config.json").write_text(json.dumps(PATTERN_SIZES))
+    torch.save(beam_model.state_dict(), tmp_path / "model.pt")
     code = beam_mod.main([
         "--data", str(data), "--batch_size", "1", "--seq_len", "36", "--eval_len", "16",
         "--model_card", str(tmp_path / "config.json"), "--init_checkpoint", str(tmp_path / "model.pt"),
@@ -335,36 +259,35 @@ def test_cli_writes_upstream_format(model, contexts, tmp_path):
     assert code == 0
     lines = (tmp_path / "out" / "pred.jsonl").read_text().splitlines()
     # --eos_token_id appends to [50256] (outside this vocabulary, so only 62 and 63 can end a beam)
-    s = _settings(beam=3, eval_len=16, length_penalty=0.8, no_repeat_ngram_size=3, eos_token_id=(EOS_A, EOS_B))
-    expected = [reference_beam(model, c, s) for c in contexts]
+    s = beam_settings(beam=3, eval_len=16, length_penalty=0.8, no_repeat_ngram_size=3, eos_token_id=(EOS_A, EOS_B))
+    expected = [reference_beam(beam_model, c, s) for c in beam_contexts]
     assert lines == [json.dumps({"id": i, "predict": p}) for i, p in enumerate(expected)]
 
 
-def test_cli_lora_only_checkpoint_over_base(model, contexts, tmp_path):
+def test_cli_lora_only_checkpoint_over_base(beam_model, beam_contexts, tmp_path):
     from gpt2_lora import lora
 
-    lora_model = GPT2LMModel(_config(lora_attn_dim=2, lora_attn_alpha=4))
-    lora_model.load_weight(model.state_dict())
+    lora_model = GPT2LMModel(pattern_config(lora_attn_dim=2, lora_attn_alpha=4))
+    lora_model.load_weight(beam_model.state_dict())
     torch.manual_seed(3)
     for name, p in lora_model.named_parameters():
         if "lora_" in name:
             torch.nn.init.normal_(p, std=0.3)     # a LoRA update big enough to change outputs
-    torch.save(model.state_dict(), tmp_path / "base.pt")
+    torch.save(beam_model.state_dict(), tmp_path / "base.pt")
     torch.save(lora.lora_state_dict(lora_model), tmp_path / "lora.pt")
     data = tmp_path / "d.jsonl"
-    _write_jsonl(data, contexts[:6])
-    (tmp_path / "config.json").write_text(json.dumps(dict(vocab_size=V, n_positions=64, n_embd=64, n_layer=2,
-                                                          n_head=4)))
+    write_contexts(data, beam_contexts[:6])
+    (tmp_path / "config.json").write_text(json.dumps(PATTERN_SIZES))
     common = ["--data", str(data), "--seq_len", "36", "--eval_len", "12", "--beam", "2",
               "--model_card", str(tmp_path / "config.json"), "--work_dir", str(tmp_path), "--device", "cpu"]
     assert beam_mod.main(common + ["--lora_dim", "2", "--lora_alpha", "4", "--base_checkpoint",
                                    str(tmp_path / "base.pt"), "--init_checkpoint", str(tmp_path / "lora.pt"),
                                    "--output_file", "lora.jsonl"]) == 0
-    s = _settings(beam=2, eval_len=12, eos_token_id=())
-    with_lora = [reference_beam(lora_model.eval(), c, s) for c in contexts[:6]]
+    s = beam_settings(beam=2, eval_len=12, eos_token_id=())
+    with_lora = [reference_beam(lora_model.eval(), c, s) for c in beam_contexts[:6]]
     got = [json.loads(x)["predict"] for x in (tmp_path / "lora.jsonl").read_text().splitlines()]
     assert got == with_lora
-    assert with_lora != [reference_beam(model, c, s) for c in contexts[:6]]  # the LoRA weights mattered
+    assert with_lora != [reference_beam(beam_model, c, s) for c in beam_contexts[:6]]  # the LoRA weights mattered
     # a LoRA-only checkpoint without its base is refused in one line
     with pytest.raises(SystemExit) as err:
         beam_mod.main(common + ["--lora_dim", "2", "--init_checkpoint", str(tmp_path / "lora.pt")])
@@ -380,9 +303,8 @@ def test_cli_lora_only_checkpoint_over_base(model, contexts, tmp_path):
 ])
 def test_cli_rejects_bad_settings(tmp_path, capsys, flags, message):
     data = tmp_path / "d.jsonl"
-    _write_jsonl(data, [[3, 4, SEP]])
-    (tmp_path / "config.json").write_text(json.dumps(dict(vocab_size=V, n_positions=64, n_embd=64, n_layer=2,
-                                                          n_head=4)))
+    write_contexts(data, [[3, 4, SEP]])
+    (tmp_path / "config.json").write_text(json.dumps(PATTERN_SIZES))
     with pytest.raises(SystemExit) as err:
         beam_mod.main(["--data", str(data), "--model_card", str(tmp_path / "config.json"), "--device", "cpu",
                        "--work_dir", str(tmp_path)] + flags)
@@ -431,60 +353,12 @@ def test_cli_names_bad_data_line(tmp_path, capsys):
     assert f"{data}:2:" in capsys.readouterr().err
 
 
-# ------------------------------------------------------------------- upstream's own beam() function
-@pytest.fixture(scope="module")
-def upstream_beam():
-    if not (UPSTREAM_SRC / "gpt2_beam.py").is_file():
-        pytest.skip("upstream microsoft/LoRA source not checked out")
-    pytest.importorskip("loralib")
-    sys.path.insert(0, str(UPSTREAM_SRC))
-    try:
-        module = importlib.import_module("gpt2_beam")
-        upstream_model = importlib.import_module("model")
-        data_utils = importlib.import_module("data_utils")
-    finally:
-        sys.path.remove(str(UPSTREAM_SRC))
-    # single process: gather = stack of one, no barrier
-    module.distributed_gather = lambda args, tensor: tensor[None]
-    module.distributed_sync = lambda args: None
-    return module, upstream_model, data_utils
-
-
-def test_matches_upstream_beam_batch_1(model, contexts, upstream_beam, tmp_path):
-    module, upstream_model, data_utils = upstream_beam
-    net = upstream_model.GPT2LMModel(upstream_model.GPT2Config(
-        vocab_size_or_config_json_file=V, n_positions=64, n_ctx=64, n_embd=64, n_layer=2, n_head=4))
-    net.load_weight({k[len("transformer."):]: v.clone() for k, v in model.state_dict().items()})
-    net.eval()
+def test_beam_refuses_to_write_over_its_data(tmp_path, capsys):
     data = tmp_path / "test.jsonl"
-    _write_jsonl(data, contexts)
-    for options in (OPTIONS[1], OPTIONS[3], OPTIONS[5]):
-        s = _settings(**options, eval_len=20)
-        args = argparse.Namespace(
-            device="cpu", rank=0, world_size=1, work_dir=str(tmp_path), output_file="up.jsonl",
-            beam=s.beam, eval_len=s.eval_len, min_length=s.min_length, length_penalty=s.length_penalty,
-            no_repeat_ngram_size=s.no_repeat_ngram_size, repetition_penalty=s.repetition_penalty,
-            eos_token_id=list(s.eos_token_id))
-        module.args = args  # upstream's _add_beam_candidate reads the global args
-        dataset = data_utils.FT_Dataset(str(data), 1, s.seq_len, s.eval_len)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False)
-        with contextlib.redirect_stdout(io.StringIO()):   # upstream prints per step and per hypothesis
-            module.beam(net, loader, args)
-        upstream = {r["id"]: r["predict"] for r in map(json.loads, (tmp_path / "up.jsonl").read_text().splitlines())}
-        ours = generate(model, contexts, s, progress=False)
-        assert [upstream[i] for i in range(len(contexts))] == ours, options
-
-
-def test_cli_keeps_upstream_flag_names_defaults_and_types(upstream_beam):
-    module = upstream_beam[0]
-    ours = {action.dest: action for action in beam_mod.build_parser()._actions}
-    checked = 0
-    for theirs in module.parser._actions:
-        if theirs.dest in ("help", "device"):  # --device: ours defaults to CUDA when present, else cpu
-            continue
-        mine = ours[theirs.dest]
-        assert set(theirs.option_strings) <= set(mine.option_strings), theirs.dest
-        assert mine.default == theirs.default and type(mine) is type(theirs), theirs.dest
-        assert (mine.type or str) is (theirs.type or str), theirs.dest
-        checked += 1
-    assert checked == 21
+    data.write_text('{"context": [1, 2], "completion": [3]}\n')
+    before = data.read_bytes()
+    one_line_error(beam_mod.main, ["--data", str(data), "--device", "cpu", "--work_dir", str(tmp_path),
+                                   "--output_file", "test.jsonl"], capsys, "is the --data file")
+    one_line_error(beam_mod.main, ["--data", str(data), "--device", "cpu", "--work_dir", str(tmp_path),
+                                   "--output_file", "."], capsys, "is a directory")
+    assert data.read_bytes() == before

@@ -10,9 +10,8 @@ import torch
 from gpt2_lora.checkpoint import (hf_config_file, load_checkpoint_file, load_into, lora_only_state_dict,
                                   resolve_checkpoint, save_state_dict)
 from gpt2_lora.errors import UserError
-from gpt2_lora.model import GPT2Config, GPT2LMModel
-
-TINY = dict(n_embd=32, n_layer=2, n_head=2, vocab_size=300, n_positions=16)
+from gpt2_lora.model import GPT2LMModel
+from helpers import tiny_config
 
 
 def state() -> dict[str, torch.Tensor]:
@@ -90,14 +89,14 @@ def test_pickled_objects_need_trust(tmp_path):
 
 def test_base_then_lora_only_files(tmp_path):
     torch.manual_seed(0)
-    trained = GPT2LMModel(GPT2Config(**TINY, lora_attn_dim=2, lora_init="gaussian")).eval()
+    trained = GPT2LMModel(tiny_config(vocab_size=300, n_positions=16, lora_attn_dim=2, lora_init="gaussian")).eval()
     base = {k: v for k, v in trained.state_dict().items() if "lora_" not in k}
     save_state_dict(base, tmp_path / "base.safetensors")
     adapter = lora_only_state_dict(trained)
     assert sorted(adapter) == sorted(k for k in trained.state_dict() if "lora_" in k)
     save_state_dict({"model_state_dict": adapter}, tmp_path / "adapter.pt")
 
-    fresh = GPT2LMModel(GPT2Config(**TINY, lora_attn_dim=2)).eval()
+    fresh = GPT2LMModel(tiny_config(vocab_size=300, n_positions=16, lora_attn_dim=2)).eval()
     with pytest.raises(UserError, match=r"adapter.pt: a LoRA-only checkpoint lacks"):
         load_into(fresh, tmp_path / "adapter.pt")
     report = load_into(fresh, tmp_path / "base.safetensors", tmp_path / "adapter.pt")

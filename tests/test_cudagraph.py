@@ -5,21 +5,14 @@ import pytest
 import torch
 
 from gpt2_lora import lora
-from gpt2_lora.model import GPT2Config, GPT2LMModel
 from gpt2_lora.training.cudagraph import GraphedStepper
 from gpt2_lora.training.optim import AdamW, Schedule, grouped_parameters
 from gpt2_lora.training.step import LossModel, Stepper
+from helpers import tiny_model
 
 
 def build(seed=0):
-    torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=2, n_positions=64, lora_attn_dim=4,
-                        lora_attn_alpha=32)
-    model = GPT2LMModel(config).train()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, lora.MergedLinear):
-                m.lora_B.normal_(0, 0.05)
+    model = tiny_model(r=4, alpha=32, seed=seed, lora_b_std=0.05, vocab_size=97).train()
     lora.mark_only_lora_as_trainable(model, bias="lora_only")
     optimizer = AdamW(grouped_parameters(model, True), lr=1e-2, betas=(0.9, 0.999), eps=1e-6,
                       weight_decay=0.01, correct_bias=True)

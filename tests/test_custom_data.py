@@ -4,7 +4,6 @@ and the custom test split through decode and the E2E scorer (multi-reference, gr
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import random
 from pathlib import Path
@@ -13,9 +12,8 @@ import pytest
 
 from gpt2_lora import custom_data, data, decode, prepare
 from gpt2_lora.data import read_encoded
+from helpers import PREPARED_FILES, eval_script, write_jsonl
 
-ROOT = Path(__file__).resolve().parent.parent
-OUTPUTS = sorted(f"{split}{suffix}.jsonl" for split in data.SPLITS for suffix in ("_formatted", ""))
 # (context, completion) rows per split; quotes, commas, tabs-free text, non-ASCII and a repeated context
 ROWS = {
     "train": [("name : Café Rouge | food : French", 'Café Rouge serves French food, "à la carte" .'),
@@ -29,9 +27,7 @@ ROWS = {
 
 
 def _write_jsonl(path: Path, rows, fields=("context", "completion")) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(dict(zip(fields, row))) + "\n" for row in rows), encoding="utf-8")
-    return path
+    return write_jsonl(path, (dict(zip(fields, row)) for row in rows))
 
 
 def _write_table(path: Path, rows, fields=("context", "completion"), delimiter=",") -> Path:
@@ -55,7 +51,7 @@ def _prepare(src, out, vocab_dir, *extra) -> bool:
 
 
 def _layers(out: Path) -> dict[str, bytes]:
-    return {name: (out / name).read_bytes() for name in OUTPUTS}
+    return {name: (out / name).read_bytes() for name in PREPARED_FILES}
 
 
 def _formatted(out: Path, split: str) -> list[tuple[str, str]]:
@@ -74,7 +70,7 @@ def test_folder_layers_are_the_e2e_layers(tmp_path, vocab_dir, tokenizer, ext):
         _write(src / f"{'dev' if split == 'valid' else split}{ext}", rows)  # dev.* is the valid split too
     assert _prepare(src, tmp_path / "out", vocab_dir) is True
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUTS, prepare.STAMP_NAME])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*PREPARED_FILES, prepare.STAMP_NAME])
     for split, rows in ROWS.items():
         assert _formatted(out, split) == rows
         encoded = read_encoded(out / f"{split}.jsonl")  # what training and beam search read
@@ -297,13 +293,6 @@ def test_sources_are_never_overwritten(tmp_path, vocab_dir, capsys):
 
 
 # ------------------------------------------------------------------------------- decode and score (E2E way)
-def _measure_scores():
-    spec = importlib.util.spec_from_file_location("measure_scores", ROOT / "eval" / "measure_scores.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_custom_test_split_decodes_and_scores_multi_reference(tmp_path, vocab_dir, monkeypatch, capsys):
     rows = _many_rows(30, seed=1)
     src = _write_table(tmp_path / "rows.tsv", rows, delimiter="\t")
@@ -328,7 +317,8 @@ def test_custom_test_split_decodes_and_scores_multi_reference(tmp_path, vocab_di
                                                        for group in groups.values())
     assert hyps.read_text(encoding="utf-8").splitlines() == [group[-1] for group in groups.values()]
     scores_file = tmp_path / "scores.json"
-    assert _measure_scores().main([str(refs), str(hyps), "-p", "--sacrebleu", "--json", str(scores_file)]) == 0
+    measure_scores = eval_script("measure_scores")
+    assert measure_scores.main([str(refs), str(hyps), "-p", "--sacrebleu", "--json", str(scores_file)]) == 0
     capsys.readouterr()
     scores = json.loads(scores_file.read_text())
     # every hypothesis is one of its references: perfect only if the references are grouped by context

@@ -17,6 +17,7 @@ import pytest
 
 from gpt2_lora import data
 from gpt2_lora.errors import UserError
+from helpers import write_text
 
 # e2e/train.txt line 1 -> upstream train_formatted.jsonl / train.jsonl line 1
 E2E_SOURCE = ("name : The Vaults | Type : pub | price : more than £ 30 | customer rating : 5 out of 5 | "
@@ -91,13 +92,6 @@ DART_ENCODED = ('{"context": [43725, 3327, 5535, 1058, 5399, 1058, 15674, 930, 8
                 '5399, 287, 15674, 13, 50256]}\n')
 
 
-def _write(path, text: str | bytes):
-    if isinstance(text, str):
-        text = text.encode("utf-8")
-    path.write_bytes(text)
-    return path
-
-
 def _webnlg_json(*entries) -> str:
     # the layout of the real files (b2json): entries[i] = {str(i+1): entry}, ensure_ascii=False, indent=4
     return json.dumps({"entries": [{str(i + 1): e} for i, e in enumerate(entries)]},
@@ -106,7 +100,7 @@ def _webnlg_json(*entries) -> str:
 
 # ------------------------------------------------------------------------------------------- hand-checked
 def test_e2e_formatted_matches_upstream(tmp_path):
-    examples = data.read_e2e(_write(tmp_path / "train.txt", E2E_SOURCE))
+    examples = data.read_e2e(write_text(tmp_path / "train.txt", E2E_SOURCE))
     assert examples == [data.Example(
         "name : The Vaults | Type : pub | price : more than £ 30 | customer rating : 5 out of 5 | "
         "near : Café Adriatic",
@@ -117,22 +111,22 @@ def test_e2e_formatted_matches_upstream(tmp_path):
 def test_e2e_line_handling_as_upstream(tmp_path):
     # upstream strips the whole line (leading spaces of the MR, trailing ones of the reference) and reads
     # in text mode, so CRLF / CR line ends are line ends and a missing final newline is fine
-    src = _write(tmp_path / "x.txt", b"  a : b||ref one . \r\nc : d|| ref two .\re : f||ref three")
+    src = write_text(tmp_path / "x.txt", b"  a : b||ref one . \r\nc : d|| ref two .\re : f||ref three")
     got = [(ex.context, ex.completion) for ex in data.read_e2e(src)]
     assert got == [("a : b", "ref one ."), ("c : d", " ref two ."), ("e : f", "ref three")]
 
 
 def test_webnlg_formatted_matches_upstream(tmp_path):
-    train = data.read_webnlg(_write(tmp_path / "train.json", _webnlg_json(WEBNLG_TRAIN_ENTRY)))
+    train = data.read_webnlg(write_text(tmp_path / "train.json", _webnlg_json(WEBNLG_TRAIN_ENTRY)))
     assert [ex.context for ex in train] == [WEBNLG_TRAIN_CONTEXT] * 2  # the "toFix" one is dropped
     assert [ex.cate for ex in train] == [True, True]
     assert [ex.completion for ex in train] == [lex["lex"] for lex in WEBNLG_TRAIN_ENTRY["lexicalisations"][:2]]
-    test = data.read_webnlg(_write(tmp_path / "test.json", _webnlg_json(WEBNLG_TEST_ENTRY)))
+    test = data.read_webnlg(write_text(tmp_path / "test.json", _webnlg_json(WEBNLG_TEST_ENTRY)))
     assert data.formatted_line(test[0]) == WEBNLG_TEST_FORMATTED
 
 
 def test_dart_formatted_matches_upstream(tmp_path):
-    examples = data.read_dart(_write(tmp_path / "dev.json", json.dumps(DART_ENTRIES, indent=2)))
+    examples = data.read_dart(write_text(tmp_path / "dev.json", json.dumps(DART_ENTRIES, indent=2)))
     assert [data.formatted_line(ex) for ex in examples] == [DART_FORMATTED]
 
 
@@ -148,7 +142,7 @@ def test_encoded_layer_matches_upstream(tokenizer):
 
 
 def test_read_formatted_roundtrip(tmp_path):
-    path = _write(tmp_path / "f.jsonl", E2E_FORMATTED + WEBNLG_TEST_FORMATTED)
+    path = write_text(tmp_path / "f.jsonl", E2E_FORMATTED + WEBNLG_TEST_FORMATTED)
     got = data.read_formatted(path)
     assert got[0].completion.endswith("Prices start at £ 30 .") and got[0].cate is None
     assert got[1].cate is False
@@ -176,13 +170,13 @@ def test_read_formatted_keeps_line_numbers_and_refuses_bad_lines(tmp_path, body,
     ("a : b||one||two\n", ":1: more than one '||'"),
 ])
 def test_e2e_bad_lines(tmp_path, body, message):
-    path = _write(tmp_path / "train.txt", body)
+    path = write_text(tmp_path / "train.txt", body)
     with pytest.raises(UserError, match=f"train.txt{message}"):
         data.read_e2e(path)
 
 
 def test_non_utf8_names_the_line(tmp_path):
-    path = _write(tmp_path / "valid.txt", b"a : b||ok .\na : \xff||bad .\n")
+    path = write_text(tmp_path / "valid.txt", b"a : b||ok .\na : \xff||bad .\n")
     with pytest.raises(UserError, match=r"valid\.txt:2: not valid UTF-8"):
         data.read_e2e(path)
 
@@ -190,7 +184,7 @@ def test_non_utf8_names_the_line(tmp_path):
 @pytest.mark.parametrize("reader", [data.read_e2e, data.read_webnlg, data.read_dart])
 def test_empty_and_missing_files(tmp_path, reader):
     with pytest.raises(UserError, match="empty file"):
-        reader(_write(tmp_path / "empty", " \n"))
+        reader(write_text(tmp_path / "empty", " \n"))
     with pytest.raises(UserError, match="not found"):
         reader(tmp_path / "absent")
 
@@ -212,12 +206,12 @@ def test_empty_and_missing_files(tmp_path, reader):
 ])
 def test_json_bad_input(tmp_path, reader, text, message):
     with pytest.raises(UserError, match=message):
-        reader(_write(tmp_path / "x.json", text))
+        reader(write_text(tmp_path / "x.json", text))
 
 
 def test_missing_split_is_named(tmp_path):
-    _write(tmp_path / "train.json", "[]")
-    _write(tmp_path / "dev.json", "[]")
+    write_text(tmp_path / "train.json", "[]")
+    write_text(tmp_path / "dev.json", "[]")
     with pytest.raises(UserError, match="missing webnlg split file.*test.json"):
         data.source_paths("webnlg", tmp_path)
 
@@ -225,7 +219,7 @@ def test_missing_split_is_named(tmp_path):
 def test_source_paths_accept_a_data_root(tmp_path):
     (tmp_path / "dart").mkdir()
     for name in data.SOURCE_FILES["dart"].values():
-        _write(tmp_path / "dart" / name, "[]")
+        write_text(tmp_path / "dart" / name, "[]")
     paths = data.source_paths("dart", tmp_path)
     assert paths["valid"] == tmp_path / "dart" / "dart-v1.1.1-full-dev.json"
 
@@ -271,7 +265,7 @@ def test_synthetic_is_deterministic_and_e2e_like(tmp_path):
 
 def test_synthetic_reads_back_as_e2e(tmp_path):
     lines = data.synthetic_source({"train": 5, "valid": 2, "test": 2}, seed=0)["train"]
-    path = _write(tmp_path / "train.txt", "".join(line + "\n" for line in lines))
+    path = write_text(tmp_path / "train.txt", "".join(line + "\n" for line in lines))
     examples = data.read_e2e(path)
     assert [ex.context + "||" + ex.completion + " " for ex in examples] == lines
 

@@ -14,7 +14,7 @@ from gpt2_lora import beam as beam_mod
 from gpt2_lora import data
 from gpt2_lora import generate as gen
 from gpt2_lora.decode import first_segment
-from tiny_models import hf_base, lora_model, save_adapter
+from helpers import hf_base, lora_model, save_adapter
 
 pytest.importorskip("transformers")
 FAST = ["--beam", "3", "--eval_len", "8", "--seq_len", "64"]  # small, so the tests run quickly

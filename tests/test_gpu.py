@@ -3,13 +3,12 @@
 import pytest
 import torch
 
-from conftest import requires_cuda
 from gpt2_lora import lora
 from gpt2_lora.beam import BeamSettings, generate
 from gpt2_lora.model import GPT2Config, GPT2LMModel, KVCache
 from gpt2_lora.training.step import LossModel, autocast
 
-pytestmark = requires_cuda
+pytestmark = pytest.mark.gpu
 
 
 @pytest.fixture(autouse=True)

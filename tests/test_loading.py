@@ -1,5 +1,7 @@
 """gpt2_lora.loading: the config from flags, an adapter's own description and HF folders; contradictions as
-one-line errors; base then adapter, merged; beam without --lora_dim; the q,k,v slices option."""
+one-line errors; base then adapter, merged; beam without --lora_dim; the q,k,v slices option. On conftest's
+tiny_base (written by transformers) and tiny_adapter; HF folders against transformers' logits:
+tests/parity/test_loading_hf.py."""
 
 from __future__ import annotations
 
@@ -15,27 +17,12 @@ from gpt2_lora.checkpoint import (describe_weights, load_checkpoint_file, lora_o
 from gpt2_lora.errors import UserError
 from gpt2_lora.loading import ModelSpec, load, load_model, resolve_config, spec_from_args
 from gpt2_lora.model import GPT2Config, GPT2LMModel
-from tiny_models import TINY, hf_base, ids, lora_model, our_logits, save_adapter
-
-pytest.importorskip("transformers")
+from helpers import HF_TINY, hf_base, ids, lora_model, our_logits, save_adapter, write_encoded
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return hf_base(tmp_path_factory.mktemp("base") / "hf")
-
-
-@pytest.fixture(scope="module")
-def trained(base, tmp_path_factory):
-    """(adapter file with its description, the same without one, the model they come from)."""
-    folder = tmp_path_factory.mktemp("adapter")
-    model = lora_model(base, r=2, alpha=8)
-    return save_adapter(model, folder / "model.10.pt", base), save_adapter(model, folder / "old.pt", None, False), model
-
-
-def test_description_is_enough(base, trained):
-    adapter, _, model = trained
-    spec = ModelSpec(init_checkpoint=str(adapter), base_checkpoint=str(base))
+def test_description_is_enough(tiny_base, tiny_adapter):
+    adapter, _, model = tiny_adapter
+    spec = ModelSpec(init_checkpoint=str(adapter), base_checkpoint=str(tiny_base))
     config = resolve_config(spec)
     assert (config.lora_attn_dim, config.lora_attn_alpha, config.n_embd, config.vocab_size) == (2, 8, 32, 96)
     loaded = load_model(spec)
@@ -43,11 +30,11 @@ def test_description_is_enough(base, trained):
     tokens = ids()
     torch.testing.assert_close(our_logits(loaded, tokens), our_logits(model, tokens), rtol=1e-5, atol=1e-5)
     # the base as its weights file rather than its folder: the same bytes, so the same SHA-256
-    same = resolve_config(ModelSpec(init_checkpoint=str(adapter), base_checkpoint=str(base / "model.safetensors")))
+    same = resolve_config(ModelSpec(init_checkpoint=str(adapter), base_checkpoint=str(tiny_base / "model.safetensors")))
     assert same == config
     # flags that repeat the file's settings are fine
-    assert resolve_config(ModelSpec(init_checkpoint=str(adapter), base_checkpoint=str(base), lora_dim=2,
-                                    lora_alpha=8, model_card=str(base / "config.json"))) == config
+    assert resolve_config(ModelSpec(init_checkpoint=str(adapter), base_checkpoint=str(tiny_base), lora_dim=2,
+                                    lora_alpha=8, model_card=str(tiny_base / "config.json"))) == config
 
 
 @pytest.mark.parametrize("change, message", [
@@ -56,80 +43,63 @@ def test_description_is_enough(base, trained):
     (dict(model_card="gpt2.sm"), r"--model_card gpt2.sm and the model .*model.10.pt was trained on are different "
                                  r"models \(vocab_size 50257 vs 96, n_positions 1024 vs 64, n_embd 768 vs 32"),
 ])
-def test_contradicting_flags_are_one_line_errors(base, trained, change, message):
-    spec = ModelSpec(init_checkpoint=str(trained[0]), base_checkpoint=str(base), **change)
+def test_contradicting_flags_are_one_line_errors(tiny_base, tiny_adapter, change, message):
+    spec = ModelSpec(init_checkpoint=str(tiny_adapter[0]), base_checkpoint=str(tiny_base), **change)
     with pytest.raises(UserError, match=message) as err:
         resolve_config(spec)
     assert "\n" not in str(err.value)
 
 
-def test_another_base_is_refused_naming_both_files(trained, tmp_path):
+def test_another_base_is_refused_naming_both_files(tiny_adapter, tmp_path):
     other = hf_base(tmp_path / "other", seed=7)
     with pytest.raises(UserError) as err:
-        resolve_config(ModelSpec(init_checkpoint=str(trained[0]), base_checkpoint=str(other)))
+        resolve_config(ModelSpec(init_checkpoint=str(tiny_adapter[0]), base_checkpoint=str(other)))
     message = str(err.value)
     assert f"--base_checkpoint {other}" in message and "is not the base" in message and "(hf, sha256" in message
     with pytest.raises(UserError, match=r"is a LoRA adapter for hf \(sha256 [0-9a-f]{12}…\): pass that file as "
                                         r"--base_checkpoint"):
-        resolve_config(ModelSpec(init_checkpoint=str(trained[0])))
+        resolve_config(ModelSpec(init_checkpoint=str(tiny_adapter[0])))
 
 
-def test_another_model_config_in_the_base_folder_is_refused(trained, tmp_path):
+def test_another_model_config_in_the_base_folder_is_refused(tiny_adapter, tmp_path):
     other = hf_base(tmp_path / "wide", n_embd=48)
     with pytest.raises(UserError, match=r"trained on and .*wide/config.json are different models \(n_embd 32 vs 48\)"):
-        resolve_config(ModelSpec(init_checkpoint=str(trained[0]), base_checkpoint=str(other)))
+        resolve_config(ModelSpec(init_checkpoint=str(tiny_adapter[0]), base_checkpoint=str(other)))
 
 
-def test_files_without_description_take_the_flags_as_before(base, trained):
-    _, old, model = trained
-    spec = ModelSpec(init_checkpoint=str(old), base_checkpoint=str(base), lora_dim=2, lora_alpha=8)
+def test_files_without_description_take_the_flags_as_before(tiny_base, tiny_adapter):
+    _, old, model = tiny_adapter
+    spec = ModelSpec(init_checkpoint=str(old), base_checkpoint=str(tiny_base), lora_dim=2, lora_alpha=8)
     tokens = ids()
     torch.testing.assert_close(our_logits(load_model(spec), tokens), our_logits(model, tokens), rtol=1e-5, atol=1e-5)
     # upstream's defaults (no LoRA) meet LoRA weights: load_weight's one-line error, as today
     with pytest.raises(UserError, match="pass the --lora_dim it was trained with"):
-        load_model(ModelSpec(init_checkpoint=str(old), base_checkpoint=str(base)))
+        load_model(ModelSpec(init_checkpoint=str(old), base_checkpoint=str(tiny_base)))
     # without a base the LoRA-only file never runs on random weights
     with pytest.raises(UserError, match="lacks .* base weight"):
-        load_model(ModelSpec(init_checkpoint=str(old), lora_dim=2, lora_alpha=8, model_card=str(base)))
+        load_model(ModelSpec(init_checkpoint=str(old), lora_dim=2, lora_alpha=8, model_card=str(tiny_base)))
 
 
-def test_hf_folders_as_init_or_base(base, trained):
-    import transformers
-
-    hf = transformers.GPT2LMHeadModel.from_pretrained(base).eval()
-    tokens = ids()
-    with torch.no_grad():
-        expected = hf(tokens).logits
-    for spec in (ModelSpec(init_checkpoint=str(base)), ModelSpec(base_checkpoint=str(base))):
-        model = load_model(spec)  # no --model_card: the folder's config.json
-        assert model.config.n_embd == 32 and model.config.lora_attn_dim == 0
-        torch.testing.assert_close(our_logits(model, tokens), expected, rtol=1e-4, atol=1e-4)
-    with pytest.raises(UserError, match=r"--model_card gpt2.sm and .*config.json are different models"):
-        resolve_config(ModelSpec(init_checkpoint=str(base), model_card="gpt2.sm"))
-    with pytest.raises(UserError, match=r"--init_checkpoint .*missing: no such file or folder"):
-        resolve_config(ModelSpec(init_checkpoint=str(base / "missing")))
-
-
-def test_legacy_torch_files_still_load(base, tmp_path):
+def test_legacy_torch_files_still_load(tiny_base, tmp_path):
     """Files in torch's pre-zip layout (as old hub downloads are) hold no description; they load as before."""
     legacy = tmp_path / "gpt2-pytorch_model.bin"
-    torch.save(load_checkpoint_file(base), legacy, _use_new_zipfile_serialization=False)
+    torch.save(load_checkpoint_file(tiny_base), legacy, _use_new_zipfile_serialization=False)
     assert read_metadata(legacy) is None
-    model = load_model(ModelSpec(init_checkpoint=str(legacy), model_card=str(base / "config.json")))
-    reference = load_model(ModelSpec(init_checkpoint=str(base)))
+    model = load_model(ModelSpec(init_checkpoint=str(legacy), model_card=str(tiny_base / "config.json")))
+    reference = load_model(ModelSpec(init_checkpoint=str(tiny_base)))
     tokens = ids()
     assert torch.equal(our_logits(model, tokens), our_logits(reference, tokens))
 
 
-def test_trained_over_random_weights_cannot_be_used_as_an_adapter(base, tmp_path):
-    model = lora_model(base)
+def test_trained_over_random_weights_cannot_be_used_as_an_adapter(tiny_base, tmp_path):
+    model = lora_model(tiny_base)
     adapter = save_adapter(model, tmp_path / "model.1.pt", None)
     with pytest.raises(UserError, match="trained over randomly initialised weights"):
-        resolve_config(ModelSpec(init_checkpoint=str(adapter), base_checkpoint=str(base)))
+        resolve_config(ModelSpec(init_checkpoint=str(adapter), base_checkpoint=str(tiny_base)))
 
 
 def test_full_weights_need_no_base(tmp_path):
-    config = GPT2Config(**TINY)
+    config = GPT2Config(**HF_TINY)
     torch.manual_seed(0)
     model = GPT2LMModel(config).eval()
     path = save_weights(dict(model.state_dict()), tmp_path / "model.5.safetensors",
@@ -139,39 +109,35 @@ def test_full_weights_need_no_base(tmp_path):
     torch.testing.assert_close(our_logits(loaded, tokens), our_logits(model, tokens))
 
 
-def test_python_api_load(base, trained):
-    adapter, _, model = trained
+def test_python_api_load(tiny_base, tiny_adapter):
+    adapter, _, model = tiny_adapter
     tokens = ids()
-    loaded = load(base_checkpoint=base, adapter=adapter, device="cpu")
+    loaded = load(base_checkpoint=tiny_base, adapter=adapter, device="cpu")
     torch.testing.assert_close(our_logits(loaded, tokens), our_logits(model, tokens), rtol=1e-5, atol=1e-5)
-    assert load(base_checkpoint=base, adapter=adapter, device="cpu", precision="bf16").transformer.wte.weight.dtype \
-        == torch.bfloat16
+    bf16 = load(base_checkpoint=tiny_base, adapter=adapter, device="cpu", precision="bf16")
+    assert bf16.transformer.wte.weight.dtype == torch.bfloat16
     with pytest.raises(UserError, match="precision must be one of fp32, bf16"):
-        load(base_checkpoint=base, precision="fp16")
+        load(base_checkpoint=tiny_base, precision="fp16")
 
 
-def test_spec_from_args_counts_only_flags_given(trained):
+def test_spec_from_args_counts_only_flags_given(tiny_adapter):
     parser = beam_mod.build_parser()
-    argv = ["--init_checkpoint", str(trained[0]), "--lora_dim", "0"]
+    argv = ["--init_checkpoint", str(tiny_adapter[0]), "--lora_dim", "0"]
     spec = spec_from_args(parser.parse_args(argv), parser, argv)
     assert (spec.model_card, spec.lora_dim, spec.lora_alpha) == (None, 0, None)  # --lora_dim 0 was given
     assert (spec.default_card, spec.default_lora_dim, spec.default_lora_alpha) == ("gpt2.sm", 0, 128)
 
 
-def _write_data(path, contexts):
-    path.write_text("".join(json.dumps({"context": c, "completion": [5]}) + "\n" for c in contexts))
-
-
-def test_beam_cli_needs_no_lora_flags_with_a_description(base, trained, tmp_path):
-    adapter, old, model = trained
+def test_beam_cli_needs_no_lora_flags_with_a_description(tiny_base, tiny_adapter, tmp_path):
+    adapter, old, model = tiny_adapter
     contexts = [[3, 9, 27, 4], [11, 5], [60, 61, 62, 63, 1, 2]]
-    _write_data(tmp_path / "d.jsonl", contexts)
+    write_encoded(tmp_path / "d.jsonl", ((c, [5]) for c in contexts))
     common = ["--data", str(tmp_path / "d.jsonl"), "--seq_len", "24", "--eval_len", "8", "--beam", "3",
-              "--work_dir", str(tmp_path), "--device", "cpu", "--base_checkpoint", str(base)]
+              "--work_dir", str(tmp_path), "--device", "cpu", "--base_checkpoint", str(tiny_base)]
     assert beam_mod.main(common + ["--init_checkpoint", str(adapter), "--output_file", "new.jsonl"]) == 0
     # a file without a description: the flags, as before
     assert beam_mod.main(common + ["--init_checkpoint", str(old), "--lora_dim", "2", "--lora_alpha", "8",
-                                   "--model_card", str(base / "config.json"), "--output_file", "old.jsonl"]) == 0
+                                   "--model_card", str(tiny_base / "config.json"), "--output_file", "old.jsonl"]) == 0
     new, before = ((tmp_path / n).read_text() for n in ("new.jsonl", "old.jsonl"))
     expected = generate(model, contexts, BeamSettings(beam=3, eval_len=8, seq_len=24), progress=False)
     assert new == before == "".join(json.dumps({"id": i, "predict": p}) + "\n" for i, p in enumerate(expected))
@@ -181,28 +147,29 @@ def test_beam_cli_needs_no_lora_flags_with_a_description(base, trained, tmp_path
 
 
 # ------------------------------------------------------------------------------------ lora_attn_slices
+# ------------------------------------------------------------------------------------ lora_attn_slices
 def test_lora_attn_slices_default_keeps_the_papers_layout():
-    qv = GPT2LMModel(GPT2Config(**TINY, lora_attn_dim=2)).transformer.h[0].attn.c_attn
+    qv = GPT2LMModel(GPT2Config(**HF_TINY, lora_attn_dim=2)).transformer.h[0].attn.c_attn
     assert qv.enable_lora == [True, False, True] and tuple(qv.lora_A.shape) == (4, 32)
     assert tuple(qv.lora_B.shape) == (64, 2)
-    qkv = GPT2LMModel(GPT2Config(**TINY, lora_attn_dim=2, lora_attn_slices="qkv")).transformer.h[0].attn.c_attn
+    qkv = GPT2LMModel(GPT2Config(**HF_TINY, lora_attn_dim=2, lora_attn_slices="qkv")).transformer.h[0].attn.c_attn
     assert qkv.enable_lora == [True, True, True] and tuple(qkv.lora_A.shape) == (6, 32)
     assert tuple(qkv.lora_B.shape) == (96, 2)
     with pytest.raises(ValueError, match="lora_attn_slices must be one of"):  # the library names its field
         GPT2Config(lora_attn_slices="vq")
 
 
-def test_description_records_the_slices(base, tmp_path):
-    model = lora_model(base, slices="qkv")
-    adapter = save_adapter(model, tmp_path / "model.3.safetensors", base)
+def test_description_records_the_slices(tiny_base, tmp_path):
+    model = lora_model(tiny_base, slices="qkv")
+    adapter = save_adapter(model, tmp_path / "model.3.safetensors", tiny_base)
     assert set(load_checkpoint_file(adapter)) == {k for k in model.state_dict() if "lora_" in k}
-    spec = ModelSpec(init_checkpoint=str(adapter), base_checkpoint=str(base))
+    spec = ModelSpec(init_checkpoint=str(adapter), base_checkpoint=str(tiny_base))
     assert resolve_config(spec).lora_attn_slices == "qkv"
     tokens = ids()
     torch.testing.assert_close(our_logits(load_model(spec), tokens), our_logits(model, tokens), rtol=1e-5, atol=1e-5)
     # a description without the key (written before it existed) reads as the paper's q, v
     meta = read_metadata(adapter)
     del meta["lora_attn_slices"]
-    save_weights(lora_only_state_dict(lora_model(base)), tmp_path / "older.pt", meta)
-    older = ModelSpec(init_checkpoint=str(tmp_path / "older.pt"), base_checkpoint=str(base))
+    save_weights(lora_only_state_dict(lora_model(tiny_base)), tmp_path / "older.pt", meta)
+    older = ModelSpec(init_checkpoint=str(tmp_path / "older.pt"), base_checkpoint=str(tiny_base))
     assert resolve_config(older).lora_attn_slices == "qv"

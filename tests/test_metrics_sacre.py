@@ -3,17 +3,15 @@ ragged reference counts."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import sacrebleu
 
 from gpt2_lora.errors import UserError
 from gpt2_lora.metrics.sacre import reference_streams, sacrebleu_scores
+from helpers import eval_script
 
-ROOT = Path(__file__).resolve().parent.parent
 # three instances with 2, 1 and 3 references
 REFS = [["the cat sat on the mat .", "a cat was sitting on the mat ."],
         ["it is raining in Paris today ."],
@@ -60,19 +58,12 @@ def test_bad_input(refs, hyps, message):
         sacrebleu_scores(refs, hyps)
 
 
-def _measure_scores():
-    spec = importlib.util.spec_from_file_location("measure_scores", ROOT / "eval" / "measure_scores.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_measure_scores_flag(tmp_path, monkeypatch, capsys):
     refs, hyps = tmp_path / "refs.txt", tmp_path / "hyps.txt"
     refs.write_text("".join("".join(r + "\n" for r in group) + "\n" for group in REFS), encoding="utf-8")
     hyps.write_text("".join(h + "\n" for h in HYPS), encoding="utf-8")
     expected = sacrebleu_scores(REFS, HYPS)
-    measure_scores = _measure_scores()
+    measure_scores = eval_script("measure_scores")
     out_json = tmp_path / "scores.json"
     assert measure_scores.main([str(refs), str(hyps), "-p", "--sacrebleu", "--json", str(out_json)]) == 0
     lines = capsys.readouterr().out.splitlines()

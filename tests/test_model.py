@@ -1,11 +1,10 @@
-"""GPT2LMModel against HF transformers' GPT-2 and upstream microsoft/LoRA src/model.py; KV cache,
-padded batches, and every load_weight route (HF, upstream, LoRA-only) including its errors."""
+"""GPT2LMModel: configs and cards, KV cache, padded batches, and every load_weight route (HF, upstream,
+LoRA-only) including its errors, on a random HF GPT-2 (conftest's hf_dir). Against HF transformers' logits and
+upstream microsoft/LoRA src/model.py: tests/parity/test_model_hf.py, tests/parity/test_model_upstream.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import re
 
 import pytest
 import torch
@@ -14,41 +13,12 @@ from gpt2_lora import lora
 from gpt2_lora.checkpoint import load_checkpoint_file
 from gpt2_lora.errors import UserError
 from gpt2_lora.model import CARDS, GPT2Config, GPT2LMModel, KVCache, attention_mask
-from conftest import UPSTREAM_NLG_SRC
-
-transformers = pytest.importorskip("transformers")
-
-UPSTREAM_MODEL = UPSTREAM_NLG_SRC / "model.py"
-TINY = dict(n_embd=64, n_layer=2, n_head=4, vocab_size=50257, n_positions=128)
-
-
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory):
-    """A random HF GPT-2 saved by save_pretrained (safetensors), plus the same weights as a
-    pytorch_model.bin with HF keys and as a legacy hub .bin (no 'transformer.', attn mask buffers)."""
-    torch.manual_seed(0)
-    hf_config = transformers.GPT2Config(**TINY, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    hf = transformers.GPT2LMHeadModel(hf_config).eval()
-    with torch.no_grad():  # HF inits LayerNorm to ones/zeros and biases to zero: make them matter
-        for name, p in hf.named_parameters():
-            if name.endswith("bias") or ".ln_" in name:
-                p.add_(torch.randn_like(p) * 0.1)
-    path = tmp_path_factory.mktemp("hf")
-    hf.save_pretrained(path)
-    state = hf.state_dict()
-    (path / "bin").mkdir()
-    torch.save(state, path / "bin" / "pytorch_model.bin")
-    legacy = {k.removeprefix("transformer."): v for k, v in state.items() if k != "lm_head.weight"}
-    for i in range(TINY["n_layer"]):
-        legacy[f"h.{i}.attn.bias"] = torch.ones(128, 128).tril().view(1, 1, 128, 128)
-        legacy[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
-    torch.save(legacy, path / "legacy.bin")
-    return path, hf
+from helpers import REAL_VOCAB_TINY, ids as random_ids, randomize_lora
 
 
 @pytest.fixture(scope="module")
 def ids():
-    return torch.randint(0, 50257, (3, 24), generator=torch.Generator().manual_seed(1))
+    return random_ids(50257, (3, 24), seed=1)
 
 
 def loaded_model(hf_dir, **overrides) -> GPT2LMModel:
@@ -57,16 +27,6 @@ def loaded_model(hf_dir, **overrides) -> GPT2LMModel:
     model.load_weight(load_checkpoint_file(path))
     return model
 
-
-def randomize_lora(model: GPT2LMModel, seed: int = 0) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-
-
-# -- config ---------------------------------------------------------------------------------------
 
 def test_cards_have_the_paper_sizes():
     sizes = {name: (c.n_embd, c.n_layer, c.n_head) for name in CARDS for c in [GPT2Config.card(name)]}
@@ -95,21 +55,6 @@ def test_from_hf_config(hf_dir, tmp_path):
         bad.write_text(json.dumps({"n_embd": 64, "n_head": 4, field: value}))
         with pytest.raises(UserError, match=rf"config.json: {field} must be a positive integer, got {value!r}"):
             GPT2Config.resolve(bad)
-
-
-# -- parity with HF transformers ------------------------------------------------------------------
-
-@pytest.mark.parametrize("source", ["model.safetensors", "bin/pytorch_model.bin", "legacy.bin", "."])
-def test_hf_checkpoint_logits_match(hf_dir, ids, source):
-    path, hf = hf_dir
-    model = GPT2LMModel(GPT2Config.from_hf_config(path)).eval()
-    report = model.load_weight(load_checkpoint_file(path / source))
-    assert report.kind == "base" and not report.unexpected and model.base_loaded
-    with torch.no_grad():
-        expected = hf(ids).logits
-        got = model(ids)
-    assert got.shape == (3, 24, 50257)
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
 
 
 def test_kv_cache_matches_full_forward(hf_dir, ids):
@@ -171,8 +116,6 @@ def test_bf16_autocast_runs_with_cache(hf_dir, ids):
     assert (torch.cat([first, last], 1).float() - full).abs().max() < 0.1 * full.abs().max()
 
 
-# -- load_weight routes ---------------------------------------------------------------------------
-
 def test_upstream_checkpoint_dict_loads(hf_dir, ids):
     source = loaded_model(hf_dir, lora_attn_dim=4)
     randomize_lora(source)
@@ -203,8 +146,8 @@ def test_lora_only_applies_on_top_of_base(hf_dir, ids):
 
 
 def test_lora_only_without_base_is_an_error():
-    model = GPT2LMModel(GPT2Config(**TINY, lora_attn_dim=4))
-    adapter = lora.lora_state_dict(GPT2LMModel(GPT2Config(**TINY, lora_attn_dim=4)))
+    model = GPT2LMModel(GPT2Config(**REAL_VOCAB_TINY, lora_attn_dim=4))
+    adapter = lora.lora_state_dict(GPT2LMModel(GPT2Config(**REAL_VOCAB_TINY, lora_attn_dim=4)))
     with pytest.raises(UserError, match=r"lacks \d+ base weight.*wte\.weight"):
         model.load_weight({"model_state_dict": adapter})
     assert not model.base_loaded
@@ -213,11 +156,11 @@ def test_lora_only_without_base_is_an_error():
 def test_load_weight_errors(hf_dir):
     path, _ = hf_dir
     state = load_checkpoint_file(path)
-    small = GPT2LMModel(GPT2Config(**{**TINY, "n_positions": 64}))
+    small = GPT2LMModel(GPT2Config(**{**REAL_VOCAB_TINY, "n_positions": 64}))
     with pytest.raises(UserError, match=r"wpe\.weight has shape \(128, 64\).*expects \(64, 64\)"):
         small.load_weight(state)
     plain = loaded_model(hf_dir)
-    adapter = lora.lora_state_dict(GPT2LMModel(GPT2Config(**TINY, lora_attn_dim=2)))
+    adapter = lora.lora_state_dict(GPT2LMModel(GPT2Config(**REAL_VOCAB_TINY, lora_attn_dim=2)))
     with pytest.raises(UserError, match="lora_attn_dim=0"):
         plain.load_weight(adapter)
     with pytest.warns(UserWarning, match="unexpected key.*score.weight"):
@@ -263,45 +206,3 @@ def test_load_weight_reads_a_merged_state_dict_once(hf_dir, ids, tmp_path):
             fresh.load_weight(source)
             with torch.no_grad():
                 torch.testing.assert_close(fresh(ids), expected, atol=1e-5, rtol=0)
-
-
-# -- parity with upstream microsoft/LoRA src/model.py ---------------------------------------------
-
-@pytest.fixture(scope="module")
-def upstream_model_module():
-    if not UPSTREAM_MODEL.is_file():
-        pytest.skip("upstream microsoft/LoRA checkout is absent")
-    pytest.importorskip("loralib")
-    spec = importlib.util.spec_from_file_location("upstream_lora_gpt2_model", UPSTREAM_MODEL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_matches_upstream_model(upstream_model_module, ids):
-    up = upstream_model_module
-    kwargs = dict(n_embd=64, n_layer=2, n_head=4, n_positions=128, n_ctx=128, lora_attn_dim=4, lora_attn_alpha=32)
-    torch.manual_seed(3)
-    theirs = up.GPT2LMModel(up.GPT2Config(vocab_size_or_config_json_file=50257, **kwargs)).eval()
-    ours = GPT2LMModel(GPT2Config(vocab_size=50257, **kwargs)).eval()
-    expected_keys = {k: tuple(v.shape) for k, v in theirs.state_dict().items()
-                     if not k.startswith("lm_head.") and not re.search(r"\.attn\.bias$", k)}
-    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == expected_keys
-    randomize_lora(theirs)
-    with torch.no_grad():
-        for name, p in theirs.named_parameters():
-            if name.endswith("bias") or ".ln_" in name:
-                p.add_(torch.randn_like(p) * 0.1)
-    # Load upstream's full state the way gpt2_beam.py does: a DDP-saved {'model_state_dict'} file.
-    report = ours.load_weight({"model_state_dict": {"module." + k: v for k, v in theirs.state_dict().items()}})
-    assert report.kind == "base+lora" and not report.unexpected
-    with torch.no_grad():
-        expected, _ = theirs(ids)
-        torch.testing.assert_close(ours(ids), expected, atol=1e-5, rtol=0)
-        # upstream's incremental decoding (past concatenation) vs our KV cache
-        logits, past = theirs(ids[:, :20])
-        cache = KVCache(ours.config, 3, 24)
-        ours(ids[:, :20], cache=cache)
-        for t in range(20, 24):
-            logits, past = theirs(ids[:, t:t + 1], past=past)
-            torch.testing.assert_close(ours(ids[:, t:t + 1], cache=cache), logits, atol=1e-5, rtol=0)

@@ -1,23 +1,20 @@
-"""The prepare CLI: layout, idempotency, atomic failure, synthetic, and byte parity with upstream's scripts."""
+"""The prepare CLI: layout, idempotency, atomic failure, synthetic, and the download script. Byte parity with
+upstream's scripts: tests/parity/test_prepare_upstream.py."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from gpt2_lora import data, prepare
 from gpt2_lora.errors import UserError
-from conftest import UPSTREAM_NLG_SRC
+from helpers import PREPARED_FILES, ROOT
 
-UPSTREAM = UPSTREAM_NLG_SRC
-OUTPUTS = sorted(f"{split}{suffix}.jsonl" for split in data.SPLITS for suffix in ("_formatted", ""))
 E2E_LINE = "name : Alimentum | area : city centre | family friendly : no||There is a place in the city centre . \n"
 
 
@@ -36,7 +33,7 @@ def test_layout_and_contents(tmp_path, vocab_dir):
     src = _e2e_source(tmp_path / "e2e")
     out = tmp_path / "out"
     assert prepare.main(["--task", "e2e", "--src", str(src), "--out", str(out), "--vocab", str(vocab_dir)]) == 0
-    assert _listing(out) == sorted([*OUTPUTS, prepare.STAMP_NAME])
+    assert _listing(out) == sorted([*PREPARED_FILES, prepare.STAMP_NAME])
     formatted = (out / "test_formatted.jsonl").read_text().splitlines()
     assert formatted == ['{"context": "name : Alimentum | area : city centre | family friendly : no", '
                          '"completion": "There is a place in the city centre ."}'] * 3
@@ -50,9 +47,9 @@ def test_idempotent_and_redone_when_sources_change(tmp_path, vocab_dir):
     src = _e2e_source(tmp_path / "e2e")
     args = ["--task", "e2e", "--src", str(src), "--vocab", str(vocab_dir)]  # --out defaults to the source dir
     assert prepare.run(prepare.parse_args(args)) is True
-    before = {name: (src / name).stat().st_mtime_ns for name in OUTPUTS}
+    before = {name: (src / name).stat().st_mtime_ns for name in PREPARED_FILES}
     assert prepare.run(prepare.parse_args(args)) is False  # up to date: nothing rewritten
-    assert {name: (src / name).stat().st_mtime_ns for name in OUTPUTS} == before
+    assert {name: (src / name).stat().st_mtime_ns for name in PREPARED_FILES} == before
     (src / "valid.txt").write_text(E2E_LINE * 5, encoding="utf-8")  # a changed source is noticed
     assert prepare.run(prepare.parse_args(args)) is True
     assert len((src / "valid.jsonl").read_text().splitlines()) == 5
@@ -127,7 +124,7 @@ def test_synthetic_cli(tmp_path, vocab_dir):
     out = tmp_path / "syn"
     args = ["--task", "synthetic", "--out", str(out), "--vocab", str(vocab_dir), "--synthetic_sizes", "40,6,4"]
     assert prepare.run(prepare.parse_args(args)) is True
-    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUTS, prepare.STAMP_NAME, prepare.SYNTHETIC_MARKER,
+    assert sorted(p.name for p in out.iterdir()) == sorted([*PREPARED_FILES, prepare.STAMP_NAME, prepare.SYNTHETIC_MARKER,
                                                             "train.txt", "valid.txt", "test.txt"])
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     assert prepare.run(prepare.parse_args(args)) is False  # idempotent
@@ -163,72 +160,8 @@ def test_synthetic_sizes_are_capped():
         data.synthetic_source({"train": 100_000_000, "valid": 2, "test": 2})
 
 
-# ------------------------------------------------------------------------------------ parity with upstream
-def _upstream_tools(tmp_path: Path) -> Path:
-    if not (UPSTREAM / "gpt2_encode.py").is_file():
-        pytest.skip(f"upstream microsoft/LoRA not found at {UPSTREAM}")
-    pytest.importorskip("regex")  # upstream encoder.py needs it
-    tools = tmp_path / "upstream"
-    tools.mkdir()
-    for name in ("format_converting_e2e.py", "format_converting_webnlg.py", "format_converting_dart.py",
-                 "gpt2_encode.py", "encoder.py"):
-        shutil.copy(UPSTREAM / name, tools / name)
-    # gpt2_encode.py imports numpy, torch and progress.bar but uses none of them: empty stand-ins keep runs fast
-    stand_ins = ("numpy", "progress/bar", "torch/nn/parallel", "torch/backends/cudnn", "torch/optim",
-                 "torch/utils/data")
-    for module in stand_ins:
-        parts = module.split("/")
-        for depth in range(1, len(parts) + 1):
-            package = tools.joinpath(*parts[:depth])
-            package.mkdir(exist_ok=True)
-            (package / "__init__.py").write_text("Bar = None\n" if package.name == "bar" else "")
-    return tools
-
-
-def _slice_sources(shared: Path, dest: Path) -> None:
-    """Small but varied slices of each real split (every 150th/40th/200th record), in the source formats."""
-    (dest / "e2e").mkdir(parents=True)
-    for name in data.SOURCE_FILES["e2e"].values():
-        lines = (shared / "e2e" / name).read_text(encoding="utf-8").splitlines(keepends=True)
-        (dest / "e2e" / name).write_text("".join(lines[::150]), encoding="utf-8")
-    (dest / "webnlg_challenge_2017").mkdir()
-    for name in data.SOURCE_FILES["webnlg"].values():
-        entries = json.loads((shared / "webnlg_challenge_2017" / name).read_text(encoding="utf-8"))["entries"]
-        picked = [next(iter(e.values())) for e in entries[::40]]
-        renumbered = {"entries": [{str(i + 1): e} for i, e in enumerate(picked)]}
-        (dest / "webnlg_challenge_2017" / name).write_text(json.dumps(renumbered, ensure_ascii=False, indent=4))
-    (dest / "dart").mkdir()
-    for name in data.SOURCE_FILES["dart"].values():
-        entries = json.loads((shared / "dart" / name).read_text(encoding="utf-8"))
-        (dest / "dart" / name).write_text(json.dumps(entries[::200], indent=2))
-
-
-def test_byte_parity_with_upstream_scripts(tmp_path, shared_data, vocab_dir):
-    tools = _upstream_tools(tmp_path)
-    src = tmp_path / "src"
-    _slice_sources(shared_data, src)
-    env = {**os.environ, "PYTHONPATH": str(tools)}
-    converter = {"e2e": "e2e", "webnlg": "webnlg", "dart": "dart"}
-    for task in data.READERS:
-        ours = tmp_path / "ours" / task
-        prepare.prepare_task(task, src, ours, vocab_dir)
-        theirs = tmp_path / "theirs" / task
-        theirs.mkdir(parents=True)
-        for split, path in data.source_paths(task, src).items():
-            formatted = theirs / f"{split}_formatted.jsonl"
-            subprocess.run([sys.executable, tools / f"format_converting_{converter[task]}.py", path, formatted],
-                           check=True, env=env, stdout=subprocess.DEVNULL)
-            subprocess.run([sys.executable, "gpt2_encode.py", "--vocab", vocab_dir, "--input", formatted,
-                            "--output", theirs / f"{split}.jsonl", "--add_bos", "--add_eos"],
-                           check=True, env=env, cwd=tools)
-        for name in OUTPUTS:
-            mine, upstream = (ours / name).read_bytes(), (theirs / name).read_bytes()
-            assert upstream.count(b"\n") > 5, (task, name)  # the slice is not trivially empty
-            assert hashlib.sha256(mine).hexdigest() == hashlib.sha256(upstream).hexdigest(), (task, name)
-
-
 # --------------------------------------------------------------------------------------- download script
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "download_data.sh"
+SCRIPT = ROOT / "scripts" / "download_data.sh"
 
 
 def _run_script(*args: str) -> subprocess.CompletedProcess:

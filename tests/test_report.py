@@ -3,17 +3,16 @@ protocol: the mean over seeds, the per-epoch table and its checkpoint rules, and
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from conftest import ROOT
 
 from gpt2_lora import paper_report as pr
 from gpt2_lora import report as rep
 from gpt2_lora import report_epochs as ep
 from gpt2_lora import report_seeds as rs
 from gpt2_lora.errors import UserError
+from helpers import eval_script
 
 E2E_SCORES = {"BLEU": 0.7043, "NIST": 8.8531, "METEOR": 0.4692, "ROUGE_L": 0.7182, "CIDEr": 2.5312}
 
@@ -222,10 +221,7 @@ def test_unreadable_scores_file_is_one_line_naming_the_line(tmp_path, body, mess
 
 
 def test_eval_report_script_is_the_same_cli():
-    spec = importlib.util.spec_from_file_location("report_script", ROOT / "eval" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main is rep.main
+    assert eval_script("report").main is rep.main
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from torch.utils.data import DistributedSampler
 from gpt2_lora.training.batching import Layout, collate, collate_packed
 from gpt2_lora.training.sampling import (BatchPlan, eval_batches, pack_rows, packed_shape, token_budget_batches,
                                          upstream_order)
-from test_batching import make_examples
+from helpers import random_pairs
 
 
 @pytest.mark.parametrize("world_size", [1, 3])
@@ -79,7 +79,7 @@ def check_cu_seqlens(batch, max_segments):
 
 
 def test_packed_batches_hold_each_example_as_dynamic_does():
-    examples = make_examples(60, seed=4)
+    examples = random_pairs(60, seed=4)
     layout = Layout(examples, 24)
     shape = packed_shape(layout.n, 96, 24, 32)
     plan = BatchPlan(layout.n, 4, 5, "packed", packed=shape)
@@ -119,7 +119,7 @@ def test_ranks_take_turns_through_one_shuffled_plan(mode):
     """Under DDP rank r takes batches r, r + N, ... of the one-process plan (the last ones that do not
     make a full round are dropped): N ranks stepping together see what one process sees in N
     consecutive micro-batches, so one DDP step equals one --grad_acc N step."""
-    layout = Layout(make_examples(50, seed=2), 24)
+    layout = Layout(random_pairs(50, seed=2), 24)
     shape = packed_shape(layout.n, 64, 24, 32) if mode == "packed" else None
     kwargs = dict(max_tokens=64, packed=shape) if mode == "packed" else dict(max_tokens=64, pad_multiple=8)
     one = BatchPlan(layout.n, 4, 5, mode, **kwargs).epoch(1)

@@ -12,7 +12,7 @@ from gpt2_lora import lora
 from gpt2_lora.training.batching import Layout, collate, collate_packed
 from gpt2_lora.training.sampling import pack_rows
 from gpt2_lora.training.step import LossModel, Stepper, autocast, batch_args, evaluate, store_frozen_weights
-from tiny_training import TINY, copy_task, tiny_model
+from helpers import TINY, copy_task, tiny_model
 
 
 def reference_loss(model, examples, seq_len, label_smooth):

@@ -17,11 +17,11 @@ from gpt2_lora.train import main
 from gpt2_lora.training.batching import Layout, collate_packed
 from gpt2_lora.training.rundir import RunDir
 from gpt2_lora.training.sampling import BatchPlan, packed_shape
-from tiny_training import TINY, base_args, files, log_records, run_cli, tiny_model  # noqa: F401 (files: a fixture)
+from helpers import TINY, base_args, log_records, run_cli, tiny_model, write_copy_task
 
 
-def test_tiny_model_overfits(files, tmp_path):
-    main(base_args(files, tmp_path / "run", "--lora_dim", "0", "--lr", "0.02", "--weight_decay", "0",
+def test_tiny_model_overfits(train_files, tmp_path):
+    main(base_args(train_files, tmp_path / "run", "--lora_dim", "0", "--lr", "0.02", "--weight_decay", "0",
                    "--max_epoch", "20", "--train_batch_size", "8", "--warmup_step", "4", "--correct_bias",
                    "--adam_beta2", "0.999", "--eval_interval", "1000", "--save_interval", "1000"))
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -32,14 +32,14 @@ def test_tiny_model_overfits(files, tmp_path):
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
 
 
-def test_resume_after_interrupt_is_bit_exact(files, tmp_path):
+def test_resume_after_interrupt_is_bit_exact(train_files, tmp_path):
     common = ["--lora_dim", "4", "--lora_alpha", "8", "--lora_dropout", "0.2", "--label_smooth", "0.1",
               "--lr", "0.005", "--max_epoch", "4", "--train_batch_size", "4", "--grad_acc", "2", "--clip", "1.0",
               "--warmup_step", "2", "--correct_bias", "--save_interval", "3", "--eval_interval", "4"]
-    main(base_args(files, tmp_path / "full", *common))
-    main(base_args(files, tmp_path / "cut", *common, "--stop_at_step", "5"))
+    main(base_args(train_files, tmp_path / "full", *common))
+    main(base_args(train_files, tmp_path / "cut", *common, "--stop_at_step", "5"))
     assert not (tmp_path / "cut" / "model.8.pt").exists()
-    main(base_args(files, tmp_path / "cut", *common, "--resume"))
+    main(base_args(train_files, tmp_path / "cut", *common, "--resume"))
     a = load_checkpoint_file(tmp_path / "full" / "model.8.pt")["model_state_dict"]
     b = load_checkpoint_file(tmp_path / "cut" / "model.8.pt")["model_state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -48,31 +48,31 @@ def test_resume_after_interrupt_is_bit_exact(files, tmp_path):
                            start.state_dict()["transformer.h.0.attn.c_attn.lora_A"])
 
 
-def test_packed_resume_is_bit_exact(files, tmp_path):
+def test_packed_resume_is_bit_exact(train_files, tmp_path):
     common = ["--lora_dim", "4", "--lora_alpha", "8", "--lora_dropout", "0.2", "--lr", "0.005", "--max_step", "7",
               "--batching", "packed", "--max_tokens", "64", "--save_interval", "100", "--eval_interval", "100"]
-    main(base_args(files, tmp_path / "full", *common))
-    main(base_args(files, tmp_path / "cut", *common, "--stop_at_step", "4"))  # mid-epoch (3 batches/epoch)
-    main(base_args(files, tmp_path / "cut", *common, "--resume"))
+    main(base_args(train_files, tmp_path / "full", *common))
+    main(base_args(train_files, tmp_path / "cut", *common, "--stop_at_step", "4"))  # mid-epoch (3 batches/epoch)
+    main(base_args(train_files, tmp_path / "cut", *common, "--resume"))
     a, b = (load_checkpoint_file(tmp_path / d / "model.7.pt")["model_state_dict"] for d in ("full", "cut"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_padded_and_dynamic_batching_train_the_same(files, tmp_path):
+def test_padded_and_dynamic_batching_train_the_same(train_files, tmp_path):
     common = ["--lora_dim", "4", "--lora_alpha", "8", "--lr", "0.01", "--max_step", "3", "--label_smooth", "0.1"]
     for mode in ("padded", "dynamic"):
-        main(base_args(files, tmp_path / mode, *common, "--batching", mode))
+        main(base_args(train_files, tmp_path / mode, *common, "--batching", mode))
     a, b = (load_checkpoint_file(tmp_path / m / "model.3.pt")["model_state_dict"] for m in ("padded", "dynamic"))
     for k in a:  # same examples, same masks: only float summation order differs
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
 
 
-def test_packed_batching_trains(files, tmp_path):
-    main(base_args(files, tmp_path / "run", "--lora_dim", "0", "--lr", "0.02", "--weight_decay", "0",
+def test_packed_batching_trains(train_files, tmp_path):
+    main(base_args(train_files, tmp_path / "run", "--lora_dim", "0", "--lr", "0.02", "--weight_decay", "0",
                    "--max_epoch", "20", "--batching", "packed", "--max_tokens", "64", "--warmup_step", "4",
                    "--eval_interval", "1000", "--save_interval", "1000"))
     args = json.loads((tmp_path / "run" / "args.json").read_text())
-    layout = Layout(read_encoded(files / "train.jsonl"), 32)
+    layout = Layout(read_encoded(train_files / "train.jsonl"), 32)
     per_epoch = BatchPlan(layout.n, 8, 3, "packed", packed=packed_shape(layout.n, 64, 32)).epoch(1)
     assert args["pack_len"] == 32  # the longest example (<= 11 tokens) rounded up to 64, capped at --seq_len
     assert args["max_step_resolved"] == 20 * len(per_epoch) and sum(len(r) for b in per_epoch for r in b) == 16
@@ -81,7 +81,7 @@ def test_packed_batching_trains(files, tmp_path):
     assert train[0] > 4.0 and train[-1] < 0.5 * train[0]
 
 
-def test_packed_compile_traces_once_for_every_masked_entry_count(files, tmp_path, monkeypatch):
+def test_packed_compile_traces_once_for_every_masked_entry_count(train_files, tmp_path, monkeypatch):
     """--batching packed --compile: one trace serves all batches although K (masked entries) varies,
     since K is marked dynamic. K is rounded to 8 here (64 in real runs) so that it does vary, and the
     compiler backend is a counting eager one to stay fast; without the marking dynamo traces again."""
@@ -98,28 +98,28 @@ def test_packed_compile_traces_once_for_every_masked_entry_count(files, tmp_path
     monkeypatch.setattr(config_module, "packed_shape",
                         lambda *a, **k: real_shape(*a, **k)._replace(select_multiple=8))
     torch._dynamo.reset()
-    main(base_args(files, tmp_path / "run", "--lora_dim", "4", "--lora_alpha", "8", "--max_step", "6",
+    main(base_args(train_files, tmp_path / "run", "--lora_dim", "4", "--lora_alpha", "8", "--max_step", "6",
                    "--batching", "packed", "--max_tokens", "32", "--pack_len", "16", "--compile",
                    "--eval_interval", "100", "--save_interval", "100"))
     torch._dynamo.reset()
-    layout = Layout(read_encoded(files / "train.jsonl"), 32)
+    layout = Layout(read_encoded(train_files / "train.jsonl"), 32)
     batches = BatchPlan(layout.n, 8, 3, "packed", packed=packed_shape(layout.n, 32, 32, 16)).epoch(1)
     assert len({collate_packed(layout, rows, 16, 2, 8).index.numel() for rows in batches}) > 1
     assert len(traces) == 1
 
 
-def test_full_finetune_safetensors_and_merged(files, tmp_path):
+def test_full_finetune_safetensors_and_merged(train_files, tmp_path):
     work = tmp_path / "ft"
-    main(base_args(files, work, "--lora_dim", "0", "--lr", "0.001", "--max_step", "2", "--save_format",
+    main(base_args(train_files, work, "--lora_dim", "0", "--lr", "0.001", "--max_step", "2", "--save_format",
                    "safetensors"))
     weights = load_checkpoint_file(work / "model.2.safetensors")
     assert "transformer.wte.weight" in weights and len(weights) == len(dict(tiny_model(r=0).named_parameters()))
 
     lora_work = tmp_path / "lora"
-    main(base_args(files, lora_work, "--lora_dim", "4", "--lora_alpha", "8", "--lr", "0.01", "--max_step", "3",
+    main(base_args(train_files, lora_work, "--lora_dim", "4", "--lora_alpha", "8", "--lr", "0.01", "--max_step", "3",
                    "--save_merged"))
     # merged model == base (same seed) + trained LoRA weights, as the beam search would load them
-    config = GPT2Config.from_hf_config(files / "config.json", lora_attn_dim=4, lora_attn_alpha=8)
+    config = GPT2Config.from_hf_config(train_files / "config.json", lora_attn_dim=4, lora_attn_alpha=8)
     torch.manual_seed(3)
     with_lora = GPT2LMModel(config)
     trained = load_checkpoint_file(lora_work / "model.3.pt")["model_state_dict"]
@@ -132,20 +132,20 @@ def test_full_finetune_safetensors_and_merged(files, tmp_path):
         torch.testing.assert_close(merged.eval()(ids), with_lora.eval()(ids), rtol=1e-5, atol=1e-5)
 
 
-def test_unreadable_resume_file_is_one_line_and_left_in_place(files, tmp_path, capsys):
+def test_unreadable_resume_file_is_one_line_and_left_in_place(train_files, tmp_path, capsys):
     work = tmp_path / "w"
     work.mkdir()
     (work / "resume.pt").write_bytes(b"not a torch file")
-    code, err = run_cli(base_args(files, work, "--max_step", "2", "--resume"), capsys)
+    code, err = run_cli(base_args(train_files, work, "--max_step", "2", "--resume"), capsys)
     assert code == 2 and len(err) == 1 and "resume.pt: not a readable torch checkpoint" in err[0]
     assert (work / "resume.pt").read_bytes() == b"not a torch file"
 
 
-def test_missing_files_and_existing_run(files, tmp_path, capsys):
-    argv = base_args(files, tmp_path / "w", "--max_step", "1")
+def test_missing_files_and_existing_run(train_files, tmp_path, capsys):
+    argv = base_args(train_files, tmp_path / "w", "--max_step", "1")
     code, err = run_cli([a.replace("train.jsonl", "nope.jsonl") for a in argv], capsys)
     assert code == 2 and len(err) == 1 and "nope.jsonl" in err[0]
-    code, err = run_cli([a.replace(str(files / "config.json"), "gpt2.xl") for a in argv], capsys)
+    code, err = run_cli([a.replace(str(train_files / "config.json"), "gpt2.xl") for a in argv], capsys)
     assert code == 2 and len(err) == 1 and "gpt2.xl" in err[0]
     main(argv)
     capsys.readouterr()
@@ -153,7 +153,7 @@ def test_missing_files_and_existing_run(files, tmp_path, capsys):
     assert code == 2 and "--resume" in err[-1] and len(err) == 1
 
 
-def test_two_process_ddp_equals_one_process_with_grad_acc(files, tmp_path):
+def test_two_process_ddp_equals_one_process_with_grad_acc(train_files, tmp_path):
     """torchrun --nproc_per_node=2 (gloo, CPU) on packed batches: rank r takes batches r, r+2, ... of
     the same plan, and DDP averages the two gradients, which is what one process does with --grad_acc 2
     over consecutive batches. The LoRA weights after 2 steps must agree to float rounding."""
@@ -165,14 +165,14 @@ def test_two_process_ddp_equals_one_process_with_grad_acc(files, tmp_path):
     common = ("--lora_dim", "4", "--lora_alpha", "8", "--lora_dropout", "0", "--max_step", "2",
               "--batching", "packed", "--max_tokens", "32", "--pack_len", "16", "--warmup_step", "1",
               "--lr", "0.01", "--eval_interval", "100", "--save_interval", "100", "--log_interval", "1")
-    layout = Layout(read_encoded(files / "train.jsonl"), 32)
+    layout = Layout(read_encoded(train_files / "train.jsonl"), 32)
     plan = BatchPlan(layout.n, 8, 3, "packed", packed=packed_shape(layout.n, 32, 32, 16))
     assert len(plan.epoch(1)) >= 4  # both runs stay inside the first epoch
-    main(base_args(files, tmp_path / "one", *common, "--grad_acc", "2"))
+    main(base_args(train_files, tmp_path / "one", *common, "--grad_acc", "2"))
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "gpt2_lora.train", *base_args(files, tmp_path / "two", *common)],
+                           "-m", "gpt2_lora.train", *base_args(train_files, tmp_path / "two", *common)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     one, two = (load_checkpoint_file(tmp_path / run / "model.2.pt")["model_state_dict"] for run in ("one", "two"))
@@ -184,27 +184,28 @@ def test_two_process_ddp_equals_one_process_with_grad_acc(files, tmp_path):
     assert all(float(one[k].abs().sum()) > 0 for k in lora_keys if "lora_B" in k)  # B moved off its zero init
 
 
-def test_bad_data_and_work_dir_are_one_line_errors(files, tmp_path, capsys):
+def test_bad_data_and_work_dir_are_one_line_errors(train_files, tmp_path, capsys):
     bad_id = tmp_path / "bad.jsonl"
     bad_id.write_text('{"context": [5, 127], "completion": [65, 127]}\n{"context": [5, 128], "completion": [1]}\n')
-    code, err = run_cli(base_args(files, tmp_path / "w", "--max_step", "2", "--train_data", str(bad_id)), capsys)
+    code, err = run_cli(base_args(train_files, tmp_path / "w", "--max_step", "2", "--train_data", str(bad_id)), capsys)
     assert code == 2 and len(err) == 1 and "bad.jsonl:2: token id 128 in 'context' is outside the vocabulary of 128" in err[0]
     long_valid = tmp_path / "long.jsonl"
     long_valid.write_text(json.dumps({"context": [5] * 40, "completion": [65, 127]}) + "\n")
-    code, err = run_cli(base_args(files, tmp_path / "w", "--max_step", "2", "--valid_data", str(long_valid)), capsys)
+    code, err = run_cli(base_args(train_files, tmp_path / "w", "--max_step", "2", "--valid_data", str(long_valid)),
+                        capsys)
     assert code == 2 and "long.jsonl: no example has a completion token within --seq_len 32" in err[-1]
     (tmp_path / "afile").write_text("x")
     for work_dir, message in ((tmp_path / "afile", "is a file, not a folder"), (tmp_path / "afile" / "sub", "is a file")):
-        code, err = run_cli(base_args(files, work_dir, "--max_step", "2"), capsys)
+        code, err = run_cli(base_args(train_files, work_dir, "--max_step", "2"), capsys)
         assert code == 2 and len(err) == 1 and message in err[0]
     assert (tmp_path / "afile").read_text() == "x" and not (tmp_path / "w").exists()
 
 
-def test_earlier_checkpoints_are_never_silently_replaced(files, tmp_path, capsys):
+def test_earlier_checkpoints_are_never_silently_replaced(train_files, tmp_path, capsys):
     work = tmp_path / "w"
     work.mkdir()
     (work / "model.3.pt").write_bytes(b"an earlier run")
-    code, err = run_cli(base_args(files, work, "--lora_dim", "4", "--max_step", "2"), capsys)
+    code, err = run_cli(base_args(train_files, work, "--lora_dim", "4", "--max_step", "2"), capsys)
     assert code == 2 and "already holds a run (model.3.pt)" in err[0]
     assert (work / "model.3.pt").read_bytes() == b"an earlier run"
     (work / "model.final.pt").write_bytes(b"the user's own file")
@@ -212,65 +213,67 @@ def test_earlier_checkpoints_are_never_silently_replaced(files, tmp_path, capsys
     elsewhere.mkdir()
     (elsewhere / "keep.txt").write_text("x")
     (work / "merged").symlink_to(elsewhere, target_is_directory=True)
-    main(base_args(files, work, "--lora_dim", "4", "--max_step", "2", "--overwrite", "--save_interval", "100"))
+    main(base_args(train_files, work, "--lora_dim", "4", "--max_step", "2", "--overwrite", "--save_interval", "100"))
     assert not (work / "model.3.pt").exists() and (work / "model.2.pt").is_file()  # no stale file left beside
     assert (work / "model.final.pt").read_bytes() == b"the user's own file"  # not a name training writes
     assert (elsewhere / "keep.txt").read_text() == "x"  # the link was removed, not what it points to
 
 
-def test_a_run_stopped_before_its_first_checkpoint_restarts_with_the_same_command(files, tmp_path):
+def test_a_run_stopped_before_its_first_checkpoint_restarts_with_the_same_command(train_files, tmp_path):
     work = tmp_path / "w"
     work.mkdir()
     (work / "args.json").write_text("{}")
     (work / "log.jsonl").write_text("")
-    main(base_args(files, work, "--lora_dim", "4", "--max_step", "2", "--save_interval", "100"))
+    main(base_args(train_files, work, "--lora_dim", "4", "--max_step", "2", "--save_interval", "100"))
     assert (work / "model.2.pt").is_file()
 
 
-def test_overwrite_refuses_to_delete_its_own_inputs(files, tmp_path, capsys):
+def test_overwrite_refuses_to_delete_its_own_inputs(train_files, tmp_path, capsys):
     work = tmp_path / "w"
-    main(base_args(files, work, "--lora_dim", "0", "--max_step", "2", "--save_interval", "100", "--save_merged"))
+    main(base_args(train_files, work, "--lora_dim", "0", "--max_step", "2", "--save_interval", "100", "--save_merged"))
     capsys.readouterr()
     merged = work / "merged"
     weights = next(p for p in merged.iterdir() if p.name != "config.json")
-    code, err = run_cli(base_args(files, work, "--lora_dim", "4", "--max_step", "2", "--overwrite",
+    code, err = run_cli(base_args(train_files, work, "--lora_dim", "4", "--max_step", "2", "--overwrite",
                                   "--init_checkpoint", str(weights)), capsys)
     assert code == 2 and len(err) == 1 and "--init_checkpoint" in err[0] and "--overwrite would delete" in err[0]
     assert weights.is_file() and (work / "model.2.pt").is_file()
 
 
-def test_resume_refuses_another_base_or_a_foreign_file(files, tmp_path, capsys):
+def test_resume_refuses_another_base_or_a_foreign_file(train_files, tmp_path, capsys):
     base = tmp_path / "base.pt"
     torch.save(GPT2LMModel(GPT2Config(**TINY)).state_dict(), base)
     other = tmp_path / "other.pt"
     torch.save(GPT2LMModel(GPT2Config(**TINY)).state_dict(), other)
     args = ["--lora_dim", "4", "--max_step", "4", "--save_interval", "2", "--stop_at_step", "2"]
-    main(base_args(files, tmp_path / "w", *args, "--init_checkpoint", str(base)))
+    main(base_args(train_files, tmp_path / "w", *args, "--init_checkpoint", str(base)))
     capsys.readouterr()
-    code, err = run_cli(base_args(files, tmp_path / "w", *args, "--resume", "--init_checkpoint", str(other)), capsys)
+    code, err = run_cli(base_args(train_files, tmp_path / "w", *args, "--resume", "--init_checkpoint", str(other)),
+                        capsys)
     assert code == 2 and "--init_checkpoint" in err[-1] and "other settings" in err[-1]
-    code, err = run_cli(base_args(files, tmp_path / "w", *args, "--resume"), capsys)  # no base at all
+    code, err = run_cli(base_args(train_files, tmp_path / "w", *args, "--resume"), capsys)  # no base at all
     assert code == 2 and "--init_checkpoint" in err[-1]
     relative = os.path.relpath(base)  # the same file by another name resumes
-    main(base_args(files, tmp_path / "w", "--lora_dim", "4", "--max_step", "4", "--save_interval", "2",
+    main(base_args(train_files, tmp_path / "w", "--lora_dim", "4", "--max_step", "4", "--save_interval", "2",
                    "--resume", "--init_checkpoint", relative))
     assert (tmp_path / "w" / "model.4.pt").is_file()
     train_copy = tmp_path / "train_copy.jsonl"  # same name in the run's args, other contents: refused
-    lines = (files / "train.jsonl").read_text().splitlines(keepends=True)
+    lines = (train_files / "train.jsonl").read_text().splitlines(keepends=True)
     train_copy.write_text("".join(lines))
-    main(base_args(files, tmp_path / "w2", *args, "--init_checkpoint", str(base), "--train_data", str(train_copy)))
+    main(base_args(train_files, tmp_path / "w2", *args, "--init_checkpoint", str(base), "--train_data",
+                   str(train_copy)))
     capsys.readouterr()
     train_copy.write_text("".join(lines[:-1]))
-    code, err = run_cli(base_args(files, tmp_path / "w2", *args, "--resume", "--init_checkpoint", str(base),
+    code, err = run_cli(base_args(train_files, tmp_path / "w2", *args, "--resume", "--init_checkpoint", str(base),
                                   "--train_data", str(train_copy)), capsys)
     assert code == 2 and "the --train_data file's contents" in err[-1]
     torch.save({"model_state_dict": {}}, tmp_path / "w" / "resume.pt")
-    code, err = run_cli(base_args(files, tmp_path / "w", *args, "--resume", "--max_step", "6"), capsys)
+    code, err = run_cli(base_args(train_files, tmp_path / "w", *args, "--resume", "--max_step", "6"), capsys)
     assert code == 2 and "not a resume file of gpt2_lora.train" in err[-1]
 
 
-def test_a_diverged_loss_stops_the_run(files, tmp_path, capsys):
-    code, err = run_cli(base_args(files, tmp_path / "w", "--lora_dim", "0", "--max_step", "40", "--lr", "1e30",
+def test_a_diverged_loss_stops_the_run(train_files, tmp_path, capsys):
+    code, err = run_cli(base_args(train_files, tmp_path / "w", "--lora_dim", "0", "--max_step", "40", "--lr", "1e30",
                                   "--warmup_step", "0", "--log_interval", "1", "--save_interval", "100"), capsys)
     assert code == 2 and err[-1].startswith("error: the training loss is nan at step")
 
@@ -279,38 +282,39 @@ def step_files(work_dir) -> set[str]:
     return {p.name for p in work_dir.glob("model.*")}
 
 
-def test_full_fine_tuning_keeps_two_checkpoints_and_resumes_after_pruning(files, tmp_path):
+def test_full_fine_tuning_keeps_two_checkpoints_and_resumes_after_pruning(train_files, tmp_path):
     """--lora_dim 0 keeps the newest 2 step checkpoints by default (each is the whole model), plus
     model.best; a run paused with --save_total_limit 1 keeps the checkpoint resume.pt holds and resumes
     bit-exactly."""
     common = ["--lora_dim", "0", "--lr", "0.001", "--max_step", "6", "--save_interval", "1", "--eval_interval", "100"]
-    main(base_args(files, tmp_path / "full", *common))
+    main(base_args(train_files, tmp_path / "full", *common))
     assert step_files(tmp_path / "full") == {"model.5.pt", "model.6.pt", "model.best.pt"}
     cut = tmp_path / "cut"
-    main(base_args(files, cut, *common, "--save_total_limit", "1", "--stop_at_step", "4"))
+    main(base_args(train_files, cut, *common, "--save_total_limit", "1", "--stop_at_step", "4"))
     assert step_files(cut) == {"model.4.pt", "model.best.pt"}
     assert torch.load(cut / "resume.pt", weights_only=True)["progress"]["step"] == 4
-    main(base_args(files, cut, *common, "--save_total_limit", "1", "--resume"))
+    main(base_args(train_files, cut, *common, "--save_total_limit", "1", "--resume"))
     assert step_files(cut) == {"model.6.pt", "model.best.pt"}
     a, b = (load_checkpoint_file(d / "model.6.pt")["model_state_dict"] for d in (tmp_path / "full", cut))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     lora = tmp_path / "lora"  # LoRA files are small: all kept unless a limit is given
-    main(base_args(files, lora, "--lora_dim", "4", "--max_step", "4", "--save_interval", "1", "--eval_interval", "100"))
+    main(base_args(train_files, lora, "--lora_dim", "4", "--max_step", "4", "--save_interval", "1",
+                   "--eval_interval", "100"))
     assert step_files(lora) == {"model.1.pt", "model.2.pt", "model.3.pt", "model.4.pt", "model.best.pt"}
 
 
-def test_epoch_checkpoints_are_kept_whatever_the_limit(files, tmp_path):
+def test_epoch_checkpoints_are_kept_whatever_the_limit(train_files, tmp_path):
     """16 examples in batches of 8: epochs end at steps 2, 4 and 6. With --keep_epoch_checkpoints those
     stay beside the newest one, and RunDir.epoch_checkpoints() finds them."""
     common = ["--lora_dim", "4", "--max_epoch", "3", "--save_interval", "1", "--eval_interval", "100",
               "--save_total_limit", "1"]
-    main(base_args(files, tmp_path / "kept", *common, "--keep_epoch_checkpoints", "--save_format", "safetensors"))
+    main(base_args(train_files, tmp_path / "kept", *common, "--keep_epoch_checkpoints", "--save_format", "safetensors"))
     kept = RunDir(tmp_path / "kept")
     assert kept.epoch_checkpoints() == {e: tmp_path / "kept" / f"model.{2 * e}.safetensors" for e in (1, 2, 3)}
     assert set(kept.checkpoints()) == {2, 4, 6} and kept.best_checkpoint() is not None
     described = read_metadata(kept.epoch_checkpoints()[2])  # every checkpoint describes itself
     assert described["lora_dim"] == 4 and described["model_config"]["n_embd"] == TINY["n_embd"]
-    main(base_args(files, tmp_path / "limited", *common))
+    main(base_args(train_files, tmp_path / "limited", *common))
     assert set(RunDir(tmp_path / "limited").checkpoints()) == {6}
     assert list(RunDir(tmp_path / "limited").epoch_checkpoints()) == [3]  # the others were pruned
 
@@ -337,13 +341,7 @@ def test_packed_compiled_ddp_over_epochs_equals_one_process_with_grad_acc(tmp_pa
     import sys
     from pathlib import Path
 
-    from tiny_training import copy_task
-    data = tmp_path / "data"
-    data.mkdir()
-    for name, n, seed in (("train", 20, 0), ("valid", 8, 1)):
-        (data / f"{name}.jsonl").write_text("".join(json.dumps({"context": c, "completion": p}) + "\n"
-                                                    for c, p in copy_task(n, seed)))
-    (data / "config.json").write_text(json.dumps(TINY))
+    data = write_copy_task(tmp_path / "data", n_train=20)
     layout = Layout(read_encoded(data / "train.jsonl"), 32)
     shape = packed_shape(layout.n, 32, 32, 16, dynamic_entries=True)
     assert [len(BatchPlan(layout.n, 8, 3, "packed", packed=shape).epoch(e)) for e in (1, 2)] == [6, 6]

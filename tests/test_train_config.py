@@ -14,7 +14,7 @@ from gpt2_lora.errors import UserError
 from gpt2_lora.training.config import RESUME_FLAGS, RunPlan, TrainConfig
 from gpt2_lora.training.distributed import World
 from gpt2_lora.training.flags import build_parser
-from tiny_training import base_args, files, run_cli  # noqa: F401 (files: a fixture)
+from helpers import base_args, run_cli
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -40,8 +40,8 @@ from tiny_training import base_args, files, run_cli  # noqa: F401 (files: a fixt
     (["--max_epoch", "1", "--resume", "--overwrite"], "give one"),
     (["--scheduler", "cycle"], "--scheduler cycle trains for --i_steps' last step"),
 ])
-def test_bad_flags_are_one_line_errors(files, tmp_path, capsys, extra, message):
-    code, err = run_cli(base_args(files, tmp_path / "w", *extra), capsys)
+def test_bad_flags_are_one_line_errors(train_files, tmp_path, capsys, extra, message):
+    code, err = run_cli(base_args(train_files, tmp_path / "w", *extra), capsys)
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
 
 
