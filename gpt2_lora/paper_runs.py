@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import recipes, stamps
 from .errors import UserError
-from .pipeline_config import PipelineConfig, _list, config_from, project_root
+from .pipeline_config import PipelineConfig, comma_list, config_from, project_root
 from .stages import say, stage
 
 PAPER_CARDS = {"md": "gpt2.md", "lg": "gpt2.lg"}  # the paper's GPT-2 M and L (it reports no GPT-2 S)
@@ -40,7 +40,7 @@ def _cards(v: dict) -> list[str]:
         raise UserError("give --cards (the paper's sizes) or --model_card (one model of your own), not both")
     if v["model_card"] is not None:
         return [v["model_card"]]
-    cards = [PAPER_CARDS[c] for c in _list(v["cards"] or ",".join(PAPER_CARDS), "--cards", tuple(PAPER_CARDS))]
+    cards = [PAPER_CARDS[c] for c in comma_list(v["cards"] or ",".join(PAPER_CARDS), "--cards", tuple(PAPER_CARDS))]
     if len(cards) > 1 and (v["init_checkpoint"] or os.environ.get("GPT2_CKPT")):
         raise UserError("--init_checkpoint (or GPT2_CKPT) names one model's weights, but --cards runs "
                         f"{', '.join(cards)}: run one card (--cards md) or leave the weights to their default files")
@@ -52,7 +52,7 @@ def paper_config(v: dict, extras: list[str]) -> PaperConfig:
     for name, value in v.items():
         if value == "":
             raise UserError(f"--{name} needs a value")
-    tasks = _list(v["tasks"] or ",".join(recipes.TASKS), "--tasks", tuple(recipes.TASKS))
+    tasks = comma_list(v["tasks"] or ",".join(recipes.TASKS), "--tasks", tuple(recipes.TASKS))
     cards = _cards(v)
     root = Path(v["work_dir"] or project_root() / "runs" / "paper").absolute()
     if root.exists() and not root.is_dir():

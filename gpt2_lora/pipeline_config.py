@@ -244,7 +244,7 @@ def _init_checkpoint(value: str | None, card: str) -> Path:
     return Path(value).absolute()
 
 
-def _list(value: str, flag: str, known=None) -> tuple:
+def comma_list(value: str, flag: str, known=None) -> tuple:
     items = tuple(v.strip() for v in value.split(","))
     if not all(items) or len(set(items)) != len(items) or (known and not set(items) <= set(known)):
         expected = f"a comma-separated subset of {','.join(known)}" if known else "comma-separated whole numbers"
@@ -341,7 +341,8 @@ def config_from(task: TaskRecipe, v: dict, extras: list[str]) -> PipelineConfig:
         precision=v["precision"], cuda_graphs=v["cuda_graphs"], compile=v["compile"], batching=v["batching"],
         max_tokens=None if v["max_tokens"] is None else _whole(v["max_tokens"], "--max_tokens", 1, "a number >= 1"),
         residual=v["residual"], packed_attention=v["packed_attention"],
-        nproc=_whole(v["nproc"], "--nproc", 1, "a number of GPUs"), stages=_list(v["stages"], "--stages", STAGES),
+        nproc=_whole(v["nproc"], "--nproc", 1, "a number of GPUs"),
+        stages=comma_list(v["stages"], "--stages", STAGES),
         seeds=_seeds(v["seeds"], extras), eval_epochs=v["eval_epochs"], select=_selection(v),
         save_total_limit=None if limit is None else _whole(limit, "--save_total_limit", 0,
                                                            "a whole number >= 0 (0 keeps every checkpoint)"),

@@ -279,7 +279,8 @@ def build_parser() -> Parser:
                 epilog="Subcommands (each has its own --help): " + "; ".join(
                     f"{name}: {text}" for name, text in SUBCOMMANDS.items()))
     ap.add_argument("--task", required=True, choices=REPORT_TASKS,
-                    help="e2e, webnlg, dart, or custom (your own data: scored as E2E plus --sacrebleu, no paper column)")
+                    help="e2e, webnlg, dart, or custom (your own data: E2E's metrics plus --sacrebleu's, no paper "
+                         "column)")
     ap.add_argument("--scores", help="scores JSON (E2E: eval/measure_scores.py --json; DART: eval/eval.py "
                                      "--json; WebNLG: same as --scores_all)")
     ap.add_argument("--scores_seen", help="WebNLG: scores JSON of the seen categories")

@@ -53,8 +53,8 @@ def build_own_report(scores: dict, model_card: str, paper: dict, meta: dict | No
         rows.append(row)
     notes = [NO_PAPER_NOTE, *_approximation_notes("e2e", rows, scores)]  # E2E's scorer: E2E's notes
     return {"task": OWN_TASK, "task_name": numbers["name"], "model_card": model_card, "paper": None,
-            "scorer": numbers["scorer"], "units": numbers["units"], "rows": rows, "notes": notes, "meta": dict(meta or {}),
-            "sources": dict(sources or {})}
+            "scorer": numbers["scorer"], "units": numbers["units"], "rows": rows, "notes": notes,
+            "meta": dict(meta or {}), "sources": dict(sources or {})}
 
 
 def render_own_markdown(report: dict) -> str:
