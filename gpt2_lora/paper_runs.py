@@ -54,6 +54,9 @@ def paper_config(v: dict, extras: list[str]) -> PaperConfig:
             raise UserError(f"--{name} needs a value")
     tasks = comma_list(v["tasks"] or ",".join(recipes.TASKS), "--tasks", tuple(recipes.TASKS))
     cards = _cards(v)
+    if v["work_dir"] and any(key in v["work_dir"] for key in ("{task}", "{card}", "{size}")):
+        raise UserError(f"--work_dir {v['work_dir']}: the paper command's work dir holds every run (in "
+                        "<task>_<card>/), so it takes no {task}, {card} or {size}")
     root = Path(v["work_dir"] or project_root() / "runs" / "paper").absolute()
     if root.exists() and not root.is_dir():
         raise UserError(f"--work_dir {root}: is a file, not a folder")

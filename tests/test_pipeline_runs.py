@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gpt2_lora import pipeline as pl
-from gpt2_lora import runs
+from gpt2_lora import runs, stages
 from gpt2_lora.report_inputs import RULES
 from tiny_pipeline import build_tiny, echoed_commands, model_options, ran, run_pipeline, sections, short_decoding
 
@@ -167,6 +167,7 @@ def test_paper_command_runs_every_task_and_seed_then_the_three_tables(tiny, tmp_
     (["paper", "--cards", "md", "--model_card", "gpt2.lg"], "give --cards (the paper's sizes) or --model_card"),
     (["paper", "--cards", "md,lg", "--init_checkpoint", "base.pt"], "--init_checkpoint (or GPT2_CKPT) names one"),
     (["paper", "--seeds", "1,1"], "--seeds 1,1: seed 1 is given twice"),
+    (["paper", "--work_dir", "runs/{task}"], "the paper command's work dir holds every run (in <task>_<card>/)"),
 ])
 def test_option_errors_are_one_line(tiny, argv, message, capsys, monkeypatch):
     monkeypatch.delenv("GPT2_CKPT", raising=False)
@@ -189,3 +190,33 @@ def test_seed_process_command_round_trips_the_new_options(tiny, tmp_path):
     assert pl.retention_flags(config) == ["--save_total_limit", "2", "--keep_epoch_checkpoints"]
     assert "--keep_epoch_checkpoints" in pl.training(pl.Run(config, 4, tmp_path / "seed4")).argv
     assert "--save_total_limit" not in json.dumps(pl.training(pl.Run(config, 4, tmp_path)).signature)
+
+
+def test_every_decoding_gets_its_report_over_the_seeds(tiny, tmp_path, capsys):
+    """E2E decodes twice (length penalty 0.8 and 0.9): report.<tag>.* over the seeds for each, report.* the first."""
+    from gpt2_lora import report as rep
+    from gpt2_lora.recipes import E2E
+
+    config = pl.parse_args(["e2e", *model_options(tiny, tmp_path), "--seeds", "7,8"])
+    numbers = rep.task_numbers(rep.load_paper_numbers(), "e2e")
+    for seed, bleu in ((7, 0.61), (8, 0.65)):
+        for decode in E2E.decodes:
+            scores = {"BLEU": bleu + decode.length_penalty / 100, "NIST": 7.0, "METEOR": 0.4, "ROUGE_L": 0.6,
+                      "CIDEr": 2.0, "approximate": []}
+            report = rep.build_report("e2e", {None: rep.parse_scores(scores, numbers, "s")}, config.model_card,
+                                      meta={"decoding": decode.describe(), "seed": seed})
+            rep.write_report(report, tmp_path / f"seed{seed}" / f"eval.{decode.tag}")
+            stages.copy_report(tmp_path / f"seed{seed}" / f"eval.{decode.tag}", tmp_path / f"seed{seed}",
+                                    decode.tag)
+    headlines = [tmp_path / f"seed{seed}" / "report.md" for seed in (7, 8)]
+    assert runs.aggregate_seed_reports(config, headlines) == tmp_path / "report.md"
+    for decode in E2E.decodes:
+        aggregated = json.loads((tmp_path / f"report.{decode.tag}.json").read_text())
+        assert aggregated["meta"]["decoding"] == decode.describe() and aggregated["seeds"] == [7, 8]
+        bleu = next(r for r in aggregated["rows"] if r["metric"] == "BLEU")
+        runs_ = [100 * (b + decode.length_penalty / 100) for b in (0.61, 0.65)]
+        assert bleu["ours_runs"] == pytest.approx(runs_) and bleu["ours"] == pytest.approx(sum(runs_) / 2)
+    assert (tmp_path / "report.json").read_bytes() == (tmp_path / f"report.{E2E.headline.tag}.json").read_bytes()
+    capsys.readouterr()
+    runs.aggregate_seed_reports(config, headlines)  # nothing changed: both up to date
+    assert capsys.readouterr().out.count("up to date: ") == 2
