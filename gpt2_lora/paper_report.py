@@ -62,6 +62,9 @@ def _place_runs(runs: Sequence[dict], names: Sequence[str] | None) -> dict:
     for i, run in enumerate(runs):
         where = names[i] if names else f"run {i + 1}"
         check_report(run, where)
+        if run["paper"] is None:
+            raise UserError(f"{where}: a report on your own data (task {run['task']}): the paper's tables have no "
+                            "row for it")
         key = (run["task"], run["paper"]["row_key"])
         if key in placed:
             raise UserError(f"{where}: a second {run['task']} run for the paper's GPT-2 {key[1]} row; give one "

@@ -4,6 +4,7 @@
     gpt2-lora-report --task webnlg --scores_seen s.json --scores_unseen u.json --scores_all a.json \\
         --model_card gpt2.md --out_dir runs/webnlg [--meta meta.json] [--steps N] [--wall_clock SECONDS]
     gpt2-lora-report --task e2e --epochs epochs.json --select best_test --model_card gpt2.md --out_dir DIR
+    gpt2-lora-report --task custom --scores scores.json --model_card gpt2.md --out_dir DIR    (your own data)
     gpt2-lora-report aggregate --seeds 110,111,112 --out_dir DIR RUN110/report.json RUN111/report.json ...
     gpt2-lora-report paper --out_dir DIR E2E/report.json DART/report.json WEBNLG/report.json ...
 
@@ -28,8 +29,8 @@ from pathlib import Path
 from .cli import Parser
 from .errors import UserError, cli
 from .fileio import atomic_files, check_outputs
-from .report_inputs import (PAPER_NUMBERS, RULES, SPLITS, TASKS, check_report, load_paper_numbers,  # noqa: F401
-                            load_report, load_scores, model_size, parse_scores, read_json)
+from .report_inputs import (OWN_TASK, PAPER_NUMBERS, REPORT_TASKS, RULES, SPLITS, TASKS, check_report,  # noqa: F401
+                            load_paper_numbers, load_report, load_scores, model_size, parse_scores, read_json)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,9 +41,13 @@ def _split_label(split: str | None) -> str:
 
 
 def task_numbers(paper: dict, task: str) -> dict:
-    """The paper's numbers for one task (``paper_numbers.json``'s ``tasks[task]``), or a one-line error."""
+    """The paper's numbers for one task (``paper_numbers.json``'s ``tasks[task]``), or a one-line error; for
+    your own data, the metrics without paper rows (``report_own.own_numbers``)."""
+    if task == OWN_TASK:
+        from .report_own import own_numbers  # builds on this module
+        return own_numbers(paper)
     if task not in TASKS:
-        raise UserError(f"--task {task}: expected one of {', '.join(TASKS)}")
+        raise UserError(f"--task {task}: expected one of {', '.join(REPORT_TASKS)}")
     if task not in paper["tasks"]:
         raise UserError(f"the paper numbers file has no numbers for --task {task}")
     return paper["tasks"][task]
@@ -74,11 +79,16 @@ def build_report(task: str, scores: dict, model_card: str, paper: dict | None = 
 
     ``scores``: {None: scores} for E2E/DART, {"unseen"|"seen"|"all": scores} for WebNLG (each as
     ``load_scores`` returns it). ``paper_row`` ('M' or 'L') defaults to the model card's size; a GPT-2
-    small run (no paper row) is compared with the M row, and the report says so.
+    small run (no paper row) is compared with the M row, and the report says so. ``task`` "custom" (your
+    own data) gives a report without a paper column (``report_own``): ``"paper"`` and each row's paper
+    values are null, and a note says why.
     """
-    if task not in TASKS:  # before reading the paper numbers file
-        raise UserError(f"--task {task}: expected one of {', '.join(TASKS)}")
+    if task not in REPORT_TASKS:  # before reading the paper numbers file
+        raise UserError(f"--task {task}: expected one of {', '.join(REPORT_TASKS)}")
     paper = paper if paper is not None else load_paper_numbers()
+    if task == OWN_TASK:  # your own data: no paper row to compare with
+        from .report_own import build_own_report  # builds on this module
+        return build_own_report(scores, model_card, paper, meta, sources)
     numbers = task_numbers(paper, task)
     size = model_size(model_card)
     row_key = (paper_row or ("M" if size in ("S", "custom") else size)).upper()
@@ -180,6 +190,9 @@ def metric_label(metric: str, split: str | None, higher_is_better: bool) -> str:
 
 def render_markdown(report: dict) -> str:
     paper = report["paper"]
+    if paper is None:  # your own data
+        from .report_own import render_own_markdown
+        return render_own_markdown(report)
     seeds = report.get("seeds")
     title = f"# {report['task_name']}: ours vs. the LoRA paper"
     out = [title, "",
@@ -265,7 +278,9 @@ def build_parser() -> Parser:
     ap = Parser(description="Report our E2E/WebNLG/DART scores next to the LoRA paper's",
                 epilog="Subcommands (each has its own --help): " + "; ".join(
                     f"{name}: {text}" for name, text in SUBCOMMANDS.items()))
-    ap.add_argument("--task", required=True, choices=TASKS)
+    ap.add_argument("--task", required=True, choices=REPORT_TASKS,
+                    help="e2e, webnlg, dart, or custom (your own data: E2E's metrics plus --sacrebleu's, no paper "
+                         "column)")
     ap.add_argument("--scores", help="scores JSON (E2E: eval/measure_scores.py --json; DART: eval/eval.py "
                                      "--json; WebNLG: same as --scores_all)")
     ap.add_argument("--scores_seen", help="WebNLG: scores JSON of the seen categories")
@@ -347,9 +362,9 @@ def _single_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     paper = load_paper_numbers(args.paper_numbers)
     files, inputs = _inputs(args)
-    if args.task not in paper["tasks"]:
+    if args.task not in paper["tasks"] and args.task != OWN_TASK:
         raise UserError(f"{args.paper_numbers or PAPER_NUMBERS}: no numbers for --task {args.task}")
-    numbers = paper["tasks"][args.task]
+    numbers = task_numbers(paper, args.task)
     check_outputs({f"--out_dir ({p.name})": p for p in report_paths(args.out_dir)}, {**inputs, "--meta": args.meta})
     if args.epochs is not None:
         records = load_epoch_records(args.epochs, args.task, numbers)

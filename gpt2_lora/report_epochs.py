@@ -192,7 +192,7 @@ def reselect(report: dict, rule: str, paper: dict | None = None, where: str = "r
     if not report.get("epochs"):
         raise UserError(f"{where}: has no per-epoch table to select from (build it with --epochs)")
     return build_epoch_report(report["task"], report["epochs"], report["model_card"], select=rule, paper=paper,
-                              paper_row=report["paper"]["row_key"], meta=report["meta"],
+                              paper_row=(report["paper"] or {}).get("row_key"), meta=report["meta"],
                               sources=report["sources"])
 
 

@@ -14,6 +14,8 @@ from .errors import UserError
 from .fileio import read_text
 
 TASKS = ("e2e", "webnlg", "dart")
+OWN_TASK = "custom"  # your own data: a report without a paper column (report_own)
+REPORT_TASKS = (*TASKS, OWN_TASK)
 RULES = ("final", "best_valid", "best_test")  # which epoch's checkpoint a report's headline uses
 SPLITS = ("unseen", "seen", "all")  # WebNLG categories, in the paper's U/S/A order
 PAPER_NUMBERS = Path(__file__).resolve().parent / "paper_numbers.json"  # package data
@@ -78,6 +80,9 @@ def parse_scores(data, task_numbers: dict, where: str) -> dict:
                                   or not math.isfinite(value)):
             raise UserError(f"{path}: '{key}' must be a number or null, got {value!r}")
         scores[key] = None if value is None else float(value)
+    signatures = lowered.get("signatures")  # measure_scores.py --sacrebleu: how sacreBLEU and chrF were computed
+    if isinstance(signatures, dict):
+        scores["signatures"] = {str(k): str(v) for k, v in signatures.items()}
     approximate = lowered.get("approximate")
     # None: a scores file from before the scorers wrote this list (see _approximation_notes)
     scores["approximate"] = [str(k) for k in approximate] if isinstance(approximate, list) else None
@@ -93,11 +98,12 @@ def check_report(report, where: str) -> dict:
     """``report`` if it has the shape ``build_report`` gives (a report.json), else a one-line error."""
     if not isinstance(report, dict):
         raise UserError(f"{where}: expected a report (a JSON object as report.json holds)")
+    own = report.get("task") == OWN_TASK and "paper" in report and report["paper"] is None  # no paper column
     for key, kind in _REPORT_KEYS.items():
-        if not isinstance(report.get(key), kind):
+        if not isinstance(report.get(key), kind) and not (own and key == "paper"):
             raise UserError(f"{where}: not a report.json: '{key}' is missing or not a {kind.__name__}")
-    if report["task"] not in TASKS or "row_key" not in report["paper"]:
-        raise UserError(f"{where}: not a report.json of one of the tasks {', '.join(TASKS)}")
+    if not own and (report["task"] not in TASKS or "row_key" not in report["paper"]):
+        raise UserError(f"{where}: not a report.json of one of the tasks {', '.join(REPORT_TASKS)}")
     for i, row in enumerate(report["rows"], 1):
         if not isinstance(row, dict) or any(key not in row for key in _ROW_KEYS):
             raise UserError(f"{where}: row {i} lacks one of {', '.join(_ROW_KEYS)}")

@@ -41,7 +41,8 @@ def parse_seeds(text: str) -> list[int]:
 
 def _settings(report: dict) -> dict:
     """What must be equal across the runs of one setting, by the name an error gives it."""
-    return {"task": report["task"], "model card": report["model_card"], "paper row": report["paper"]["row_key"],
+    return {"task": report["task"], "model card": report["model_card"],
+            "paper row": (report["paper"] or {}).get("row_key"),  # your own data: no paper row
             "decoding": report["meta"].get("decoding"),
             "checkpoint rule": (report.get("selection") or {}).get("rule"),
             "units": report["units"]}
@@ -87,7 +88,7 @@ def _mean_row(rows: list[dict]) -> dict:
            "ours_as_scored": statistics.fmean(scored) if complete and None not in scored else None,
            "ours_std": statistics.stdev(values) if complete and len(values) > 1 else None,
            "ours_runs": values, "approximate": any(r["approximate"] for r in rows)}
-    row["difference"] = None if mean is None else round(mean - row["paper"], 10)
+    row["difference"] = None if mean is None or row["paper"] is None else round(mean - row["paper"], 10)
     return row
 
 

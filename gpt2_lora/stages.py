@@ -108,27 +108,19 @@ def final_checkpoint(work: Path) -> Path:
     return found
 
 
-def epoch_ends(records: list[dict]) -> list[tuple[int, int]]:
-    """(epoch, last step) of each finished epoch, read from log.jsonl's records.
+def epoch_ends(records: list[dict]) -> list[tuple[int, int, str]]:
+    """(epoch, step, checkpoint file name) of each finished epoch, in epoch order: log.jsonl's epoch_end
+    records, which training writes when it saves an epoch's last checkpoint (``RunDir.mark_epoch_end``).
 
-    gpt2_lora.train counts the epoch up before its epoch-end validation, so the record where the epoch
-    number first moves on marks the boundary: an eval record there is that validation (its step ends the
-    epoch); a train record there means the epoch's validation had already run at an --eval_interval step,
-    the record before it. The last record's step ends the last epoch.
+    Nothing is inferred from the epoch numbers of train/eval records (training counts the epoch up before its
+    epoch-end validation, and an --eval_interval validation at an epoch's last step stands for it, so those
+    numbers do not say where an epoch ended).
     """
-    ends: list[tuple[int, int]] = []
-    top, previous = 1, None  # epochs count from 1
+    ends: dict[int, tuple[int, str]] = {}
     for record in records:
-        label, step = record.get("epoch"), record.get("step")
-        if label is None or step is None:
-            continue
-        if label > top:
-            ends.append((top, step if record.get("event") == "eval" or previous is None else previous))
-            top = label
-        previous = step
-    if previous is not None and previous not in {s for _, s in ends}:
-        ends.append((top, previous))
-    return ends
+        if record.get("event") == "epoch_end":  # a resumed epoch's record replaces the earlier one
+            ends[int(record["epoch"])] = (int(record["step"]), str(record["checkpoint"]))
+    return [(epoch, step, name) for epoch, (step, name) in sorted(ends.items())]
 
 
 def valid_loss_at(records: list[dict], step: int) -> float | None:
@@ -222,6 +214,9 @@ def beam(target: Target, decode: DecodeRecipe, model_argv: list[str], inputs: li
     name = f"{target.prefix}beam.{decode.tag}"
     if marks.up_to_date(name, argv, [predict], [target.checkpoint, *inputs]):
         say(f"up to date: {predict}")
+    elif not target.checkpoint.is_file():
+        raise UserError(f"{target.checkpoint} is gone (a scored epoch's checkpoint is removed under "
+                        "--save_total_limit): decoding it again needs a new training run (--overwrite)")
     else:
         call(["python", "-m", "gpt2_lora.beam"], beam_cli.main, argv + device_argv)
         marks.write(name, argv)

@@ -3,6 +3,7 @@
 #   prepare -> train -> beam search on the test set -> decode to text -> score -> report
 #
 #   scripts/run_pipeline.sh TASK [options] [-- extra gpt2_lora.train flags]
+#   TASK: e2e | webnlg | dart | custom (your own data: --data DIR [--src ROWS]) | paper (the three tables)
 #
 # The same as `python -m gpt2_lora.pipeline TASK ...` (see --help there), plus the environment variables
 # PRECISION, GRAPHS, COMPILE, BATCHING, MAX_TOKENS, RESIDUAL, PACKED_ATTENTION and NPROC (as the options of

@@ -290,15 +290,23 @@ def test_eval_epochs_decodes_and_scores_every_epoch(tiny, tmp_path, capsys):
 
 @pytest.mark.parametrize("records, ends", [
     # the epoch-end validation logged with the next epoch's number, then the final one
-    ([("train", 1, 5), ("train", 1, 10), ("eval", 2, 10), ("train", 2, 15), ("eval", 3, 20)], [(1, 10), (2, 20)]),
+    ([("train", 1, 5), ("train", 1, 10), ("eval", 2, 10), ("end", 1, 10), ("train", 2, 15), ("eval", 3, 20),
+      ("end", 2, 20)], [(1, 10), (2, 20)]),
     # an --eval_interval validation at the epoch's last step stands for the epoch-end one
-    ([("train", 1, 5), ("eval", 1, 10), ("train", 2, 15), ("eval", 2, 20)], [(1, 10), (2, 20)]),
+    ([("train", 1, 5), ("eval", 1, 10), ("end", 1, 10), ("train", 2, 15), ("eval", 2, 20), ("end", 2, 20)],
+     [(1, 10), (2, 20)]),
     # no training records (--log_interval above the epoch length), a mid-epoch validation in epoch 2
-    ([("eval", 2, 3), ("eval", 2, 5), ("eval", 3, 6)], [(1, 3), (2, 6)]),
+    ([("eval", 2, 3), ("end", 1, 3), ("eval", 2, 5), ("eval", 3, 6), ("end", 2, 6)], [(1, 3), (2, 6)]),
+    # what reading the epoch numbers got wrong: --eval_interval validations at both epoch ends and no train
+    # records, so the first record with epoch 2 is epoch 2's last validation (it gave epoch 1 step 6)
+    ([("eval", 1, 3), ("end", 1, 3), ("eval", 2, 6), ("end", 2, 6)], [(1, 3), (2, 6)]),
+    # a run stopped within its first epoch (or a log of an older version): no finished epoch
+    ([("train", 1, 5), ("eval", 1, 6)], []),
 ])
-def test_epoch_ends_from_the_log(records, ends):
-    log = [{"event": e, "epoch": epoch, "step": step, "valid_loss": 1.0} for e, epoch, step in records]
-    assert stages.epoch_ends(log) == ends
+def test_epoch_ends_are_the_logs_epoch_end_records(records, ends):
+    log = [{"event": "epoch_end", "epoch": epoch, "step": step, "checkpoint": f"model.{step}.pt"} if e == "end" else
+           {"event": e, "epoch": epoch, "step": step, "valid_loss": 1.0} for e, epoch, step in records]
+    assert stages.epoch_ends(log) == [(epoch, step, f"model.{step}.pt") for epoch, step in ends]
 
 
 @pytest.mark.parametrize("argv, message", [

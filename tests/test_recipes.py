@@ -122,3 +122,14 @@ def test_no_shell_script_holds_a_recipe_value():
              if path.name != "download_data.sh" for n, line in _code_lines(path)
              if any(re.search(p, line) for p in patterns)]
     assert not found, "\n".join(found)
+
+
+def test_your_own_data_gets_e2es_recipe_and_metrics_plus_sacrebleu():
+    custom = recipes.task("custom")
+    assert custom is recipes.CUSTOM and "custom" not in recipes.TASKS  # not one of the paper's tasks
+    assert custom.train == recipes.E2E.train and custom.decodes == (recipes.E2E.headline,)
+    assert (custom.score.kind, custom.score.scorer, custom.score.scorer_flags) == ("e2e", "measure_scores.py",
+                                                                                 ("-p", "--sacrebleu"))
+    assert (custom.prepare_task, custom.report_task, custom.data_dir) == ("custom", "custom", ".")
+    with pytest.raises(UserError, match="got 'mine' \\(or custom, for your own data\\)"):
+        recipes.task("mine")

@@ -572,3 +572,44 @@ def test_cli_bad_flags_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         rep.main(["paper", str(tmp_path / "missing.json"), "--out_dir", str(tmp_path / "p")])
     assert info.value.code == 2 and "report file not found" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Your own data: no paper column
+# ---------------------------------------------------------------------------------------------
+def _own_scores(bleu=0.5, chrf=61.0):
+    return {**_e2e(bleu), "sacreBLEU": bleu * 100 - 1, "chrF": chrf,
+            "signatures": {"sacreBLEU": "nrefs:var|tok:13a", "chrF": "nrefs:var|nc:6"}}
+
+
+def test_own_data_report_has_no_paper_column_and_says_why(tmp_path):
+    path = _json(tmp_path / "s.json", _own_scores())
+    assert rep.main(["--task", "custom", "--scores", path, "--out_dir", str(tmp_path / "o")]) == 0
+    report = rep.load_report(tmp_path / "o" / "report.json")
+    assert report["paper"] is None and report["task"] == "custom"
+    assert [r["metric"] for r in report["rows"]] == ["BLEU", "NIST", "METEOR", "ROUGE-L", "CIDEr", "sacreBLEU", "chrF"]
+    assert all(r["paper"] is None and r["difference"] is None for r in report["rows"])
+    assert _row(report, "BLEU")["ours"] == pytest.approx(50.0) and _row(report, "chrF")["ours"] == 61.0
+    assert _row(report, "sacreBLEU")["signature"] == "nrefs:var|tok:13a"
+    assert "no numbers for your data" in report["notes"][0]
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "| metric | ours |" in md and "| BLEU | 50.00 |" in md and "difference" not in md
+    # a scores file without --sacrebleu is one line naming it
+    plain = _json(tmp_path / "plain.json", _e2e(0.5))
+    with pytest.raises(SystemExit):
+        rep.main(["--task", "custom", "--scores", plain, "--out_dir", str(tmp_path / "p")])
+
+
+def test_own_data_reports_average_over_seeds_but_have_no_place_in_the_paper_tables():
+    numbers = rep.task_numbers(rep.load_paper_numbers(), "custom")
+    reports = [rep.build_report("custom", {None: rep.parse_scores(_own_scores(b, c), numbers, "s")}, "gpt2.md",
+                                meta={"decoding": "beam 10"}) for b, c in ((0.5, 60.0), (0.6, 64.0))]
+    agg = rs.aggregate_reports(reports, [1, 2])
+    chrf = _row(agg, "chrF")
+    assert chrf["ours"] == pytest.approx(62.0) and chrf["ours_std"] == pytest.approx(8 ** 0.5)
+    assert chrf["difference"] is None and "(2 runs)" in rep.render_markdown(agg)
+    with pytest.raises(UserError, match="a report on your own data \\(task custom\\): the paper's tables have no"):
+        pr.build_paper_report([agg])
+    broken = {**reports[0], "task": "e2e"}  # only your own data may lack the paper
+    with pytest.raises(UserError, match="'paper' is missing or not a dict"):
+        rep.check_report(broken, "r")
