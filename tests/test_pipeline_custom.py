@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT
 from gpt2_lora import pipeline as pl
 from gpt2_lora import recipes
-from tiny_pipeline import build_tiny, model_options, ran, run_pipeline, write_rows_csv
+from helpers import build_tiny, model_options, ran, run_pipeline, write_rows_csv
 
 TAG = recipes.CUSTOM.headline.tag
 METRICS = ["BLEU", "NIST", "METEOR", "ROUGE-L", "CIDEr", "sacreBLEU", "chrF"]

@@ -14,7 +14,7 @@ import torch
 from gpt2_lora import pipeline as pl
 from gpt2_lora import runs, stages
 from gpt2_lora.report_inputs import RULES
-from tiny_pipeline import build_tiny, echoed_commands, model_options, ran, run_pipeline, sections, short_decoding
+from helpers import build_tiny, echoed_commands, model_options, ran, run_pipeline, sections, short_decoding
 
 TAG = "b10p08r4"
 SCORE_KEYS = {"BLEU": "BLEU", "NIST": "NIST", "METEOR": "METEOR", "ROUGE-L": "ROUGE_L", "CIDEr": "CIDEr"}
