@@ -79,6 +79,9 @@ def _check_paths(spec: ModelSpec) -> None:
     for flag, path in (("--base_checkpoint", spec.base_checkpoint), ("--init_checkpoint", spec.init_checkpoint)):
         if path is not None and not Path(path).exists():
             raise UserError(f"{flag} {path}: no such file or folder")
+    if peft_adapter.is_peft_folder(spec.base_checkpoint):
+        raise UserError(f"--base_checkpoint {spec.base_checkpoint} is a PEFT adapter, not a base model: pass it as "
+                        f"--init_checkpoint and the model it adapts as --base_checkpoint")
 
 
 def adapter_metadata(spec: ModelSpec) -> dict[str, Any] | None:
@@ -182,6 +185,31 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _swapped_roles(spec: ModelSpec) -> str | None:
+    """Why loading failed when --base_checkpoint is one of our LoRA adapters (None: it is not). Read only
+    after a failure: a base in torch's pre-zip layout is read whole to look for a description."""
+    try:
+        meta = read_metadata(spec.base_checkpoint)
+    except UserError:
+        return None
+    if not isinstance(meta, dict) or not meta.get("lora_dim"):
+        return None
+    trained_on = (meta.get("base_checkpoint") or {}).get("name", "the model it was trained on")
+    return (f"--base_checkpoint {spec.base_checkpoint} is a LoRA adapter (r={meta['lora_dim']}), not a base model: "
+            f"pass it as --init_checkpoint and its base ({trained_on}) as --base_checkpoint")
+
+
+def _check_lora_loaded(config: GPT2Config, report, path: str) -> None:
+    """LoRA flags over weights without LoRA would decode with the adapter's random start (B = 0: the base)."""
+    if not config.lora_attn_dim or report is None or not report.missing_lora:
+        return
+    missing, total = report.missing_lora, 2 * config.n_layer  # lora_A and lora_B of each layer's c_attn
+    what = ("holds no LoRA weights" if len(missing) >= total
+            else f"lacks {len(missing)} of the model's {total} LoRA tensors (first: {missing[0]})")
+    raise UserError(f"--lora_dim {config.lora_attn_dim}, but {path} {what}: pass the trained adapter as "
+                    f"--init_checkpoint (over its base as --base_checkpoint), or leave --lora_dim out")
+
+
 def load_model(spec: ModelSpec, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
                *, config: GPT2Config | None = None, merge: bool = True,
                say: Callable[[str], None] = _say) -> GPT2LMModel:
@@ -197,10 +225,14 @@ def load_model(spec: ModelSpec, device: torch.device | str | None = None, dtype:
         try:
             model.load_weight(peft_adapter.imported_state_dict(adapter, config.n_layer, config.n_embd))
         except UserError as err:
-            raise UserError(f"{init}: {err}") from None
+            raise UserError(str(err) if str(init) in str(err) else f"{init}: {err}") from None
         say(f"loaded {' + '.join(paths)} (PEFT LoRA r={adapter.r} on q, k, v)")
     elif paths:
-        report = load_into(model, *paths)
+        try:
+            report = load_into(model, *paths)
+        except UserError as err:
+            raise UserError((base and _swapped_roles(spec)) or str(err)) from None
+        _check_lora_loaded(config, report, paths[-1])
         say(f"loaded {' + '.join(paths)} ({report.kind})")
     else:
         say("warning: no --init_checkpoint; decoding with random weights")
