@@ -14,7 +14,6 @@ writes the five full-precision scores and "approximate": the metrics so marked (
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,14 +23,15 @@ try:
 except ImportError:  # run from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gpt2_lora.cli import Parser
 from gpt2_lora.errors import cli
 from gpt2_lora.fileio import atomic_write, check_outputs
 from gpt2_lora.metrics.e2e import METRICS, e2e_scores, load_data
 from gpt2_lora.metrics.sacre import sacrebleu_scores
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="E2E Challenge evaluation (BLEU, NIST, METEOR, ROUGE_L, CIDEr)")
+def build_parser() -> Parser:
+    ap = Parser(description="E2E Challenge evaluation (BLEU, NIST, METEOR, ROUGE_L, CIDEr)")
     ap.add_argument("-p", "--python", action="store_true",
                     help="BLEU/NIST from e2e-metrics' Python port (pymteval) instead of the Perl numbers")
     ap.add_argument("-t", "--table", action="store_true", help="print the scores as a line of a TSV table")

@@ -201,3 +201,9 @@ def test_an_unwritable_output_fails_before_the_model_runs(run, tmp_path, capsys,
 def test_eos_ids_outside_the_vocabulary_get_a_note(run, capsys):
     assert run("--prompt", CONTEXTS[0], "--eos_token_id", "99999", *FAST) == 0
     assert "note: --eos_token_id [99999] outside the vocabulary can never be generated" in capsys.readouterr().err
+
+
+def test_help_states_defaults_only_where_there_is_one():
+    text = " ".join(gen.build_parser().format_help().split())  # unwrapped
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "[$GPT2_LORA_VOCAB, else data/gpt2]" in text and "(default: gpt2.md)" in text and "(default: 10)" in text
