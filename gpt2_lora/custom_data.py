@@ -162,7 +162,7 @@ def find_split_files(folder: Path) -> dict[str, Path]:
     """train / valid (or dev) / test files of a --src folder: one of each at most; train and test needed."""
     found: dict[str, Path] = {}
     for split, stems in SPLIT_STEMS.items():
-        matches = sorted(p for p in folder.iterdir() if p.stem in stems and p.suffix.lower() in FORMATS
+        matches = sorted(p for p in folder.iterdir() if p.stem.lower() in stems and p.suffix.lower() in FORMATS
                          and p.is_file())
         if len(matches) > 1:
             raise UserError(f"--src {folder}: {' and '.join(p.name for p in matches)} are both {split} files; "

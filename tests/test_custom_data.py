@@ -337,3 +337,11 @@ def test_custom_test_split_decodes_and_scores_multi_reference(tmp_path, vocab_di
     # every hypothesis is one of its references: perfect only if the references are grouped by context
     assert scores["BLEU"] == pytest.approx(1.0) and scores["sacreBLEU"] == pytest.approx(100.0)
     assert scores["chrF"] == pytest.approx(100.0) and "nrefs:var" in scores["signatures"]["sacreBLEU"]
+
+
+def test_split_file_names_in_any_case(tmp_path):
+    """Train.CSV is a train file as train.csv is (the extension's case never mattered either)."""
+    for name in ("Train.CSV", "DEV.tsv", "TEST.jsonl", "notes.txt"):
+        (tmp_path / name).write_text("", encoding="utf-8")
+    assert custom_data.find_split_files(tmp_path) == {"train": tmp_path / "Train.CSV", "valid": tmp_path / "DEV.tsv",
+                                                      "test": tmp_path / "TEST.jsonl"}
