@@ -396,3 +396,18 @@ def test_a_finished_run_is_not_reported_finished_when_asked_for_more(files, tmp_
     assert code == 2 and err[-1].startswith(f"error: --resume: the run in --work_dir {work} finished at step 3, and "
                                             "its schedule with it; a longer run (5 steps) starts again: pass --overwrite")
     assert not (work / "model.5.pt").exists()
+
+
+def test_an_hf_folder_of_another_size_names_its_config(files, tmp_path, capsys):
+    """train's model comes from --model_card; an HF folder of another size says which config.json it has."""
+    from gpt2_lora.export import write_hf_folder
+
+    folder = write_hf_folder(tiny_model(r=0), tmp_path / "hf").parent
+    (tmp_path / "narrow.json").write_text(json.dumps({**TINY, "n_embd": 16}))
+    argv = base_args(files, tmp_path / "w", "--lora_dim", "4", "--max_step", "1", "--init_checkpoint", str(folder))
+    argv[argv.index("--model_card") + 1] = str(tmp_path / "narrow.json")
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and err[-1].endswith(f"; its {folder / 'config.json'} says n_embd 32: pass --model_card "
+                                          f"{folder / 'config.json'}")
+    argv[argv.index("--model_card") + 1] = str(folder / "config.json")  # as it says: trains
+    assert main(argv) == 0
