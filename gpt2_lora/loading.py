@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 
 from . import lora, peft_adapter
-from .checkpoint import METADATA_FORMAT, load_into, read_metadata, resolve_checkpoint
+from .checkpoint import METADATA_FORMAT, hf_config_file, load_into, read_metadata, resolve_checkpoint
 from .errors import UserError
 from .fileio import file_sha256
 from .model import GPT2Config, GPT2LMModel
@@ -126,6 +126,18 @@ def _architecture(spec: ModelSpec, meta: dict | None) -> GPT2Config:
     return first
 
 
+def config_hint(path: str | None, config: GPT2Config) -> str:
+    """For a load that failed: '; its DIR/config.json says n_embd 32, ...: pass --model_card DIR/config.json' when
+    an HF config.json in ``path``'s folder (or beside the file) describes another model than ``config``."""
+    found = None if path is None else hf_config_file(path)
+    try:
+        theirs = None if found is None else GPT2Config.from_hf_config(found)
+    except (UserError, ValueError):
+        return ""
+    differ = [f"{k} {getattr(theirs, k)}" for k in ARCHITECTURE if theirs and getattr(theirs, k) != getattr(config, k)]
+    return f"; its {found} says {', '.join(differ)}: pass --model_card {found}" if differ else ""
+
+
 def _lora_settings(spec: ModelSpec, meta: dict | None) -> dict[str, Any]:
     """lora_attn_dim, lora_attn_alpha and lora_attn_slices: the file's, which flags may repeat but not change."""
     init = spec.init_checkpoint
@@ -220,7 +232,10 @@ def load_model(spec: ModelSpec, device: torch.device | str | None = None, dtype:
     base, init = spec.base_checkpoint, spec.init_checkpoint
     paths = [p for p in (base, init) if p]
     if init is not None and peft_adapter.is_peft_folder(init):
-        report = load_into(model, *paths[:-1])
+        try:
+            report = load_into(model, *paths[:-1])
+        except UserError as err:
+            raise UserError(f"{err}{config_hint(base, config)}") from None
         adapter = peft_adapter.read_adapter(init)
         try:
             model.load_weight(peft_adapter.imported_state_dict(adapter, config.n_layer, config.n_embd))
@@ -231,7 +246,8 @@ def load_model(spec: ModelSpec, device: torch.device | str | None = None, dtype:
         try:
             report = load_into(model, *paths)
         except UserError as err:
-            raise UserError((base and _swapped_roles(spec)) or str(err)) from None
+            hint = "".join(dict.fromkeys(config_hint(path, config) for path in paths))
+            raise UserError((base and _swapped_roles(spec)) or f"{err}{hint}") from None
         _check_lora_loaded(config, report, paths[-1])
         say(f"loaded {' + '.join(paths)} ({report.kind})")
     else:

@@ -238,3 +238,14 @@ def test_a_peft_adapter_of_another_depth_is_named_once(base, tmp_path):
     with pytest.raises(UserError) as err:
         load_model(ModelSpec(init_checkpoint=str(peft), base_checkpoint=str(deeper)))
     assert str(err.value) == f"{peft / 'adapter_model.safetensors'}: no c_attn LoRA for layer(s) [2] of this 3-layer model"
+
+
+def test_a_weights_file_of_an_hf_folder_names_its_config_json_on_a_mismatch(base):
+    """A bare weights file says nothing of its sizes: the default card is tried, and the error says what the
+    config.json beside it would give."""
+    with pytest.raises(UserError) as err:
+        load_model(ModelSpec(init_checkpoint=str(base / "model.safetensors"), default_card="gpt2.sm"))
+    assert str(err.value).endswith(f"; its {base / 'config.json'} says vocab_size 96, n_positions 64, n_embd 32, "
+                                   f"n_layer 2, n_head 4: pass --model_card {base / 'config.json'}")
+    model = load_model(ModelSpec(init_checkpoint=str(base / "model.safetensors"), model_card=str(base / "config.json")))
+    assert model.config.n_embd == 32

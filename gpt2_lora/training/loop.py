@@ -24,10 +24,11 @@ import torch
 from tqdm import tqdm
 
 from .. import lora
-from ..checkpoint import describe_weights, hf_config_file, load_into
+from ..checkpoint import describe_weights, load_into
 from ..data import read_encoded
 from ..errors import UserError
-from ..model import GPT2Config, GPT2LMModel
+from ..loading import config_hint
+from ..model import GPT2LMModel
 from .batching import Batch, Layout, Prefetcher, collate, collate_packed
 from .config import EVAL_PAD, RunPlan, TrainConfig
 from .cudagraph import GraphedStepper
@@ -355,7 +356,7 @@ class Trainer:
             try:
                 load_into(model, config.init_checkpoint)  # errors name the file
             except UserError as err:
-                raise UserError(f"{err}{_config_hint(config.init_checkpoint, self.model_config)}") from None
+                raise UserError(f"{err}{config_hint(config.init_checkpoint, self.model_config)}") from None
         if config.lora_dim > 0:
             lora.mark_only_lora_as_trainable(model)
         model = model.to(self.world.device)
@@ -449,16 +450,3 @@ class Trainer:
         """Micro-batches until the step the run stops at (max_step, or the --stop_at_step pause)."""
         target = self.plan.max_step if self.pause_step is None else min(self.pause_step, self.plan.max_step)
         return (target - self.progress.step) * self.config.grad_acc - self.progress.micro % self.config.grad_acc
-
-
-def _config_hint(init_checkpoint: str, model_config: GPT2Config) -> str:
-    """When --init_checkpoint's HF config.json describes another model than --model_card: say so (train's
-    model comes from --model_card alone, so an HF folder of another size fails on its first weight)."""
-    found = hf_config_file(init_checkpoint)
-    try:
-        theirs = GPT2Config.from_hf_config(found) if found is not None else None
-    except (UserError, ValueError):
-        return ""
-    sizes = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
-    differ = [f"{k} {getattr(theirs, k)}" for k in sizes if theirs and getattr(theirs, k) != getattr(model_config, k)]
-    return f"; its {found} says {', '.join(differ)}: pass --model_card {found}" if differ else ""
