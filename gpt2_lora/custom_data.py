@@ -67,7 +67,8 @@ def parse_split(text: str) -> tuple[float, float, float]:
 # ---------------------------------------------------------------------------------------------- reading
 def _text(value, field: str, role: str, where: str) -> str:
     if not isinstance(value, str):
-        raise UserError(f"{where}: field {field!r} ({role}) must be a string, found {type(value).__name__}")
+        found = "null" if value is None else type(value).__name__  # named as the JSON has it
+        raise UserError(f"{where}: field {field!r} ({role}) must be a string, found {found}")
     if not value.strip():
         raise UserError(f"{where}: empty {role} (field {field!r})")
     if role == "completion":

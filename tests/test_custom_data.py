@@ -210,6 +210,7 @@ BAD_FILES = [  # (file name, bytes, line, what the message says)
     ("a.jsonl", b'{"context": "x", "completion": "y"}\n{"context": "x",\n', 2, "bad JSON ("),
     ("a.jsonl", b'["x", "y"]\n', 1, "expected a JSON object, found list"),
     ("a.jsonl", b'{"context": 5, "completion": "y"}\n', 1, "field 'context' (context) must be a string, found int"),
+    ("a.jsonl", b'{"context": null, "completion": "y"}\n', 1, "field 'context' (context) must be a string, found null"),
     ("a.jsonl", b'{"context": "x", "completion": "y"}\n{"context": "\xff", "completion": "y"}\n', 2,
      "not valid UTF-8"),
     ("a.jsonl", b'{"context": "x", "completion": "two\\nlines"}\n', 1, "holds a line break"),
