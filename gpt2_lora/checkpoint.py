@@ -84,7 +84,9 @@ def _one_line(err: BaseException) -> str:
     if "WeightsUnpickler error:" in text:  # skip torch's long weights_only preamble
         text = text.split("WeightsUnpickler error:", 1)[1]
     text = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return text[0][:200] if text else type(err).__name__
+    if not text:
+        return type(err).__name__
+    return text[0].split(". ", 1)[0][:200]  # the first sentence: torch follows it with advice about its internals
 
 
 def save_state_dict(state: Mapping, path: str | os.PathLike, header: Mapping[str, str] | None = None) -> Path:

@@ -12,14 +12,23 @@ import os
 from typing import Sequence
 
 from .errors import UserError
-from .model import CARDS
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each help ends with its flag's default, except where there is none to state (None, or a switch's False):
+    "(default: None)" beside a help that says what happens without the flag only confuses."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one ``error: ...`` line (through UserError, exit status 2)."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message):
@@ -30,6 +39,8 @@ def add_model_flags(parser: argparse.ArgumentParser, *, model_card: str = "gpt2.
                     lora_alpha: int = 128, init_help: str = "weights to start from (HF file or folder, upstream "
                     "or our checkpoint)", base_checkpoint: bool = True, group=None):
     """``--model_card --init_checkpoint [--base_checkpoint] --lora_dim --lora_alpha``."""
+    from .model import CARDS  # here, so that CLIs without model flags (report, the scorers) do not load torch
+
     g = group if group is not None else parser.add_argument_group("model and weights")
     g.add_argument("--model_card", default=model_card,
                    help=f"one of {', '.join(CARDS)}, or a path to an HF config.json")

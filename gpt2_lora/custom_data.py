@@ -67,7 +67,8 @@ def parse_split(text: str) -> tuple[float, float, float]:
 # ---------------------------------------------------------------------------------------------- reading
 def _text(value, field: str, role: str, where: str) -> str:
     if not isinstance(value, str):
-        raise UserError(f"{where}: field {field!r} ({role}) must be a string, found {type(value).__name__}")
+        found = "null" if value is None else type(value).__name__  # named as the JSON has it
+        raise UserError(f"{where}: field {field!r} ({role}) must be a string, found {found}")
     if not value.strip():
         raise UserError(f"{where}: empty {role} (field {field!r})")
     if role == "completion":
@@ -162,7 +163,7 @@ def find_split_files(folder: Path) -> dict[str, Path]:
     """train / valid (or dev) / test files of a --src folder: one of each at most; train and test needed."""
     found: dict[str, Path] = {}
     for split, stems in SPLIT_STEMS.items():
-        matches = sorted(p for p in folder.iterdir() if p.stem in stems and p.suffix.lower() in FORMATS
+        matches = sorted(p for p in folder.iterdir() if p.stem.lower() in stems and p.suffix.lower() in FORMATS
                          and p.is_file())
         if len(matches) > 1:
             raise UserError(f"--src {folder}: {' and '.join(p.name for p in matches)} are both {split} files; "

@@ -342,8 +342,14 @@ def read_encoded(path: str | os.PathLike, what: str = "data file",
     limit = vocab_size if vocab_size is not None else 2 ** 31
     path = require_file(path, what)
     examples = []
+    blank = None  # the first blank line after the last record: harmless at the end (editors add them)
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, 1):
+            if not raw.strip():
+                blank = blank or line_no
+                continue
+            if blank is not None:  # a gap would shift the line numbers that beam's ids and decode follow
+                raise UserError(f"{path}:{blank}: empty line (one JSON object a line)")
             where = f"{path}:{line_no}"
             try:
                 record = json.loads(raw)

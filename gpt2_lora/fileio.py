@@ -172,6 +172,8 @@ def check_output_folder(path: str | os.PathLike, overwrite: bool = False, flag: 
     """``atomic_folder``'s checks, to run before any work: a non-empty folder needs ``overwrite``; the folder
     may not be, or hold, an input."""
     path = Path(path)
+    if path.resolve() == Path.cwd().resolve():  # '', '.' (which cannot be renamed) or the folder one works in
+        raise UserError(f"{flag} {path}: is the current folder; name the folder to write")
     if path.exists() or path.is_symlink():
         if not path.is_dir():
             raise UserError(f"{flag} {path}: exists and is not a folder")

@@ -12,6 +12,7 @@ For the same settings the tokens are exactly beam's on the encoded file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from dataclasses import dataclass
@@ -91,10 +92,16 @@ def _input_lines(path: str) -> tuple[str, list[str]]:
     except UnicodeDecodeError as err:
         line_no = data.count(b"\n", 0, err.start) + 1
         raise UserError(f"{name}:{line_no}: not valid UTF-8 ({err.reason})") from None
-    lines = text.split("\n")
-    if lines[-1] == "":
+    if text.startswith("\ufeff"):  # a byte-order mark (Windows editors, spreadsheet exports): not text
+        text = text[1:]
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    while lines and not lines[-1].strip():  # blank lines after the last context (editors leave them)
         lines.pop()
-    return name, [line[:-1] if line.endswith("\r") else line for line in lines]
+    return name, lines
+
+
+def is_jsonl(path: str) -> bool:
+    return path != "-" and path.lower().endswith(".jsonl")
 
 
 def _json_context(line: str, where: str, field: str) -> str:
@@ -108,20 +115,21 @@ def _json_context(line: str, where: str, field: str) -> str:
         raise UserError(f"{where}: no field {field!r} (the row has: {', '.join(map(repr, row)) or 'nothing'}; "
                         f"choose one with --context_field)")
     if not isinstance(row[field], str):
-        raise UserError(f"{where}: field {field!r} is a {type(row[field]).__name__}, not text")
+        kind = type(row[field]).__name__
+        raise UserError(f"{where}: field {field!r} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not text")
     return row[field]
 
 
 def read_contexts(path: str, context_field: str = "context") -> list[Context]:
     """One context per line of a text file (or stdin, ``-``), or per row of a ``.jsonl`` file."""
     name, lines = _input_lines(path)
-    is_jsonl = path != "-" and path.endswith(".jsonl")
+    jsonl = is_jsonl(path)
     contexts = []
     for line_no, line in enumerate(lines, 1):
         where = f"{name}:{line_no}"
         if not line.strip():
-            raise UserError(f"{where}: empty line (one context per {'row' if is_jsonl else 'line'})")
-        text = _json_context(line, where, context_field) if is_jsonl else line
+            raise UserError(f"{where}: empty line (one context per {'row' if jsonl else 'line'})")
+        text = _json_context(line, where, context_field) if jsonl else line
         if not text.strip():
             raise UserError(f"{where}: empty context")
         contexts.append(Context(text, where))
@@ -131,7 +139,8 @@ def read_contexts(path: str, context_field: str = "context") -> list[Context]:
 
 
 def check_ids(ids: list[list[int]], contexts: list[Context], vocab_size: int, settings: BeamSettings) -> None:
-    """Token ids the model has; a note (once) for contexts beam will left-truncate."""
+    """Token ids the model has; a note (once) for contexts beam will left-truncate, and for EOS ids the
+    model can never emit."""
     for tokens, context in zip(ids, contexts):
         if max(tokens) >= vocab_size:
             raise UserError(f"{context.where}: token id {max(tokens)} is outside the model's vocabulary "
@@ -141,21 +150,37 @@ def check_ids(ids: list[list[int]], contexts: list[Context], vocab_size: int, se
     if long:
         _say(f"note: {len(long)} context(s) longer than seq_len - eval_len = {keep} tokens keep their last {keep} "
             f"tokens, as gpt2_lora.beam does (first: {long[0]})")
+    outside = sorted(set(settings.eos_token_id) - set(settings.eos_in_vocab(vocab_size)))
+    if outside:
+        _say(f"note: --eos_token_id {outside} outside the vocabulary can never be generated")
 
 
 # ------------------------------------------------------------------------------------------ the output
-def write_outputs(path: str | None, contexts: list[Context], texts: list[str]) -> None:
-    """.jsonl: {"context", "text"} per input; .txt (and stdout, for None): one output a line."""
+def write_outputs(path: str | None, contexts: list[Context], texts: list[str], handle=None) -> None:
+    """.jsonl: {"context", "text"} per input; .txt (and stdout, for None): one output a line. ``handle``:
+    the file ``opened_output(path)`` gave (else ``path`` is written here)."""
     one_line = [t.replace("\r\n", " ").replace("\n", " ").replace("\r", " ") for t in texts]
     if path is None:
         sys.stdout.write("".join(t + "\n" for t in one_line))
         return
+    lines = ([json.dumps({"context": c.text, "text": t}, ensure_ascii=False) + "\n" for c, t in zip(contexts, texts)]
+             if is_jsonl(path) else [t + "\n" for t in one_line])
+    if handle is not None:
+        handle.writelines(lines)
+        return
     with atomic_write(path) as handle:
-        if path.endswith(".jsonl"):
-            handle.writelines(json.dumps({"context": c.text, "text": t}, ensure_ascii=False) + "\n"
-                              for c, t in zip(contexts, texts))
-        else:
-            handle.writelines(t + "\n" for t in one_line)
+        handle.writelines(lines)
+
+
+@contextlib.contextmanager
+def opened_output(path: str | None):
+    """The ``--output`` file, opened as its temp file before any work (an unwritable place fails before the
+    model runs, not after) and put in place when the block ends; None for stdout."""
+    if path is None:
+        yield None
+        return
+    with atomic_write(path) as handle:
+        yield handle
 
 
 # ---------------------------------------------------------------------------------------------- the CLI
@@ -180,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = io.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="contexts, one a line ('-': stdin), or a .jsonl file (see --context_field)")
     source.add_argument("--prompt", help="one context; its output is printed as it is (or see --output)")
-    io.add_argument("--context_field", default="context", help="the field of a .jsonl --input that holds the text")
+    io.add_argument("--context_field", default=None, help="the field of a .jsonl --input that holds the text "
+                    "[context]")
     io.add_argument("--output", default=None, help="a .jsonl ({'context', 'text'} per input, in input order) or .txt "
                     "(one output a line, newlines in it made spaces) file [stdout, one output a line]")
     io.add_argument("--vocab", default=None, help="folder with GPT-2's encoder.json and vocab.bpe "
@@ -193,10 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_input(args) -> None:
+    if args.prompt is not None and not args.prompt.strip():
+        raise UserError("--prompt: empty context")
+    if args.context_field is not None and not (args.input and is_jsonl(args.input)):
+        given = "--prompt" if args.input is None else f"--input {args.input}"
+        raise UserError(f"--context_field: only for a .jsonl --input ({given} is one context a line)")
+
+
 def _check_output(args) -> None:
     if args.output is None:
         return
-    if not args.output.endswith(OUTPUT_SUFFIXES):
+    if not args.output.lower().endswith(OUTPUT_SUFFIXES):
         raise UserError(f"--output {args.output}: expected a {' or '.join(OUTPUT_SUFFIXES)} file name")
     check_outputs({"--output": args.output}, {"--input": None if args.input == "-" else args.input,
                                               "--init_checkpoint": args.init_checkpoint,
@@ -208,10 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = _settings_from_args(args)
+    _check_input(args)
     _check_output(args)
     if args.init_checkpoint is None and args.base_checkpoint is None:
         raise UserError("pass --init_checkpoint (and --base_checkpoint for a LoRA adapter): no random weights")
-    contexts = [Context(args.prompt, "--prompt")] if args.input is None else read_contexts(args.input, args.context_field)
+    contexts = ([Context(args.prompt, "--prompt")] if args.input is None
+                else read_contexts(args.input, args.context_field or "context"))
     spec = loading.spec_from_args(args, parser, argv)
     config = loading.resolve_config(spec)
     settings.check(config)
@@ -224,14 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     device, dtype = resolve_device(args.device), loading.precision_dtype(args.precision)
     if device.type == "cuda" and dtype == torch.float32:
         torch.backends.cuda.matmul.allow_tf32 = False  # the parity path keeps full fp32 matmuls
-    model = loading.load_model(spec, device, dtype, config=config)
-    _say(f"generating for {len(contexts)} context(s) on {device} ({args.precision}), beam {settings.beam}")
-    predictions = generate(model, ids, settings, max_batch_inputs=args.max_batch_inputs)
-    texts = decode_outputs(tokenizer, predictions)
-    if args.prompt is not None and args.output is None:
-        print(texts[0])  # one context: its output as it is
-    else:
-        write_outputs(args.output, contexts, texts)
+    with opened_output(args.output) as handle:
+        model = loading.load_model(spec, device, dtype, config=config)
+        _say(f"generating for {len(contexts)} context(s) on {device} ({args.precision}), beam {settings.beam}")
+        predictions = generate(model, ids, settings, max_batch_inputs=args.max_batch_inputs)
+        texts = decode_outputs(tokenizer, predictions)
+        if args.prompt is not None and args.output is None:
+            print(texts[0])  # one context: its output as it is
+        else:
+            write_outputs(args.output, contexts, texts, handle)
     if args.output is not None:
         _say(f"wrote {len(contexts)} output(s) to {args.output}")
     return 0

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 
 from . import lora, peft_adapter
-from .checkpoint import METADATA_FORMAT, load_into, read_metadata, resolve_checkpoint
+from .checkpoint import METADATA_FORMAT, hf_config_file, load_into, read_metadata, resolve_checkpoint
 from .errors import UserError
 from .fileio import file_sha256
 from .model import GPT2Config, GPT2LMModel
@@ -79,6 +79,9 @@ def _check_paths(spec: ModelSpec) -> None:
     for flag, path in (("--base_checkpoint", spec.base_checkpoint), ("--init_checkpoint", spec.init_checkpoint)):
         if path is not None and not Path(path).exists():
             raise UserError(f"{flag} {path}: no such file or folder")
+    if peft_adapter.is_peft_folder(spec.base_checkpoint):
+        raise UserError(f"--base_checkpoint {spec.base_checkpoint} is a PEFT adapter, not a base model: pass it as "
+                        f"--init_checkpoint and the model it adapts as --base_checkpoint")
 
 
 def adapter_metadata(spec: ModelSpec) -> dict[str, Any] | None:
@@ -121,6 +124,18 @@ def _architecture(spec: ModelSpec, meta: dict | None) -> GPT2Config:
         if differ:
             raise UserError(f"{first_label} and {label} are different models ({differ})")
     return first
+
+
+def config_hint(path: str | None, config: GPT2Config) -> str:
+    """For a load that failed: '; its DIR/config.json says n_embd 32, ...: pass --model_card DIR/config.json' when
+    an HF config.json in ``path``'s folder (or beside the file) describes another model than ``config``."""
+    found = None if path is None else hf_config_file(path)
+    try:
+        theirs = None if found is None else GPT2Config.from_hf_config(found)
+    except (UserError, ValueError):
+        return ""
+    differ = [f"{k} {getattr(theirs, k)}" for k in ARCHITECTURE if theirs and getattr(theirs, k) != getattr(config, k)]
+    return f"; its {found} says {', '.join(differ)}: pass --model_card {found}" if differ else ""
 
 
 def _lora_settings(spec: ModelSpec, meta: dict | None) -> dict[str, Any]:
@@ -182,6 +197,31 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _swapped_roles(spec: ModelSpec) -> str | None:
+    """Why loading failed when --base_checkpoint is one of our LoRA adapters (None: it is not). Read only
+    after a failure: a base in torch's pre-zip layout is read whole to look for a description."""
+    try:
+        meta = read_metadata(spec.base_checkpoint)
+    except UserError:
+        return None
+    if not isinstance(meta, dict) or not meta.get("lora_dim"):
+        return None
+    trained_on = (meta.get("base_checkpoint") or {}).get("name", "the model it was trained on")
+    return (f"--base_checkpoint {spec.base_checkpoint} is a LoRA adapter (r={meta['lora_dim']}), not a base model: "
+            f"pass it as --init_checkpoint and its base ({trained_on}) as --base_checkpoint")
+
+
+def _check_lora_loaded(config: GPT2Config, report, path: str) -> None:
+    """LoRA flags over weights without LoRA would decode with the adapter's random start (B = 0: the base)."""
+    if not config.lora_attn_dim or report is None or not report.missing_lora:
+        return
+    missing, total = report.missing_lora, 2 * config.n_layer  # lora_A and lora_B of each layer's c_attn
+    what = ("holds no LoRA weights" if len(missing) >= total
+            else f"lacks {len(missing)} of the model's {total} LoRA tensors (first: {missing[0]})")
+    raise UserError(f"--lora_dim {config.lora_attn_dim}, but {path} {what}: pass the trained adapter as "
+                    f"--init_checkpoint (over its base as --base_checkpoint), or leave --lora_dim out")
+
+
 def load_model(spec: ModelSpec, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
                *, config: GPT2Config | None = None, merge: bool = True,
                say: Callable[[str], None] = _say) -> GPT2LMModel:
@@ -192,15 +232,23 @@ def load_model(spec: ModelSpec, device: torch.device | str | None = None, dtype:
     base, init = spec.base_checkpoint, spec.init_checkpoint
     paths = [p for p in (base, init) if p]
     if init is not None and peft_adapter.is_peft_folder(init):
-        report = load_into(model, *paths[:-1])
+        try:
+            report = load_into(model, *paths[:-1])
+        except UserError as err:
+            raise UserError(f"{err}{config_hint(base, config)}") from None
         adapter = peft_adapter.read_adapter(init)
         try:
             model.load_weight(peft_adapter.imported_state_dict(adapter, config.n_layer, config.n_embd))
         except UserError as err:
-            raise UserError(f"{init}: {err}") from None
+            raise UserError(str(err) if str(init) in str(err) else f"{init}: {err}") from None
         say(f"loaded {' + '.join(paths)} (PEFT LoRA r={adapter.r} on q, k, v)")
     elif paths:
-        report = load_into(model, *paths)
+        try:
+            report = load_into(model, *paths)
+        except UserError as err:
+            hint = "".join(dict.fromkeys(config_hint(path, config) for path in paths))
+            raise UserError((base and _swapped_roles(spec)) or f"{err}{hint}") from None
+        _check_lora_loaded(config, report, paths[-1])
         say(f"loaded {' + '.join(paths)} ({report.kind})")
     else:
         say("warning: no --init_checkpoint; decoding with random weights")

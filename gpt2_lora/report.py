@@ -392,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "paper":
         from .paper_report import paper_main  # builds on this module
         return paper_main(argv[1:])
+    if argv and not argv[0].startswith("-"):  # one run's report takes flags only: a mistyped subcommand
+        raise UserError(f"unknown subcommand {argv[0]!r}: expected {' or '.join(SUBCOMMANDS)}, or the flags of one "
+                        f"run's report (see --help)")
     return _single_main(argv)
 
 

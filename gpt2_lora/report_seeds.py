@@ -171,6 +171,16 @@ def build_aggregate_parser() -> Parser:
     return ap
 
 
+def _refuse_repeated_files(paths: list[str], seeds: list[int]) -> None:
+    """One run's report given for two seeds would be averaged with itself (a std of 0 for two runs)."""
+    seen: dict[Path, int] = {}
+    for path, seed in zip(paths, seeds):
+        key = Path(path).resolve()
+        if key in seen:
+            raise UserError(f"{path}: given for seeds {seen[key]} and {seed}; each seed needs its own run's report.json")
+        seen[key] = seed
+
+
 def aggregate_main(argv: list[str]) -> int:
     from .report_epochs import reselect  # builds on this module's neighbours
 
@@ -180,6 +190,7 @@ def aggregate_main(argv: list[str]) -> int:
         raise UserError(f"--seeds names {_count(len(seeds), 'seed')} for {_count(len(args.reports), 'report file')}")
     check_outputs({f"--out_dir ({p.name})": p for p in report_paths(args.out_dir)},
                   {f"report file {path}": path for path in args.reports})
+    _refuse_repeated_files(args.reports, seeds)
     reports = [load_report(path) for path in args.reports]
     if args.select is not None:
         paper = load_paper_numbers(args.paper_numbers)

@@ -204,6 +204,7 @@ BAD_FILES = [  # (file name, bytes, line, what the message says)
     ("a.jsonl", b'{"context": "x", "completion": "y"}\n{"context": "x",\n', 2, "bad JSON ("),
     ("a.jsonl", b'["x", "y"]\n', 1, "expected a JSON object, found list"),
     ("a.jsonl", b'{"context": 5, "completion": "y"}\n', 1, "field 'context' (context) must be a string, found int"),
+    ("a.jsonl", b'{"context": null, "completion": "y"}\n', 1, "field 'context' (context) must be a string, found null"),
     ("a.jsonl", b'{"context": "x", "completion": "y"}\n{"context": "\xff", "completion": "y"}\n', 2,
      "not valid UTF-8"),
     ("a.jsonl", b'{"context": "x", "completion": "two\\nlines"}\n', 1, "holds a line break"),
@@ -324,3 +325,11 @@ def test_custom_test_split_decodes_and_scores_multi_reference(tmp_path, vocab_di
     # every hypothesis is one of its references: perfect only if the references are grouped by context
     assert scores["BLEU"] == pytest.approx(1.0) and scores["sacreBLEU"] == pytest.approx(100.0)
     assert scores["chrF"] == pytest.approx(100.0) and "nrefs:var" in scores["signatures"]["sacreBLEU"]
+
+
+def test_split_file_names_in_any_case(tmp_path):
+    """Train.CSV is a train file as train.csv is (the extension's case never mattered either)."""
+    for name in ("Train.CSV", "DEV.tsv", "TEST.jsonl", "notes.txt"):
+        (tmp_path / name).write_text("", encoding="utf-8")
+    assert custom_data.find_split_files(tmp_path) == {"train": tmp_path / "Train.CSV", "valid": tmp_path / "DEV.tsv",
+                                                      "test": tmp_path / "TEST.jsonl"}

@@ -296,6 +296,9 @@ def test_read_encoded_errors(tmp_path):
         "bad.jsonl": (json.dumps({"context": [1], "completion": [2]}) + "\n{oops\n", ":2: bad JSON"),
         "formatted.jsonl": (json.dumps({"context": "a | b", "completion": "text"}) + "\n", "list of token ids"),
         "empty.jsonl": ("", "no examples"),
+        "blanks.jsonl": ("\n \n", "no examples"),
+        "gap.jsonl": (json.dumps({"context": [1], "completion": [2]}) + "\n\n" + json.dumps(
+            {"context": [1], "completion": [2]}) + "\n", ":2: empty line"),
     }
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)
@@ -303,3 +306,5 @@ def test_read_encoded_errors(tmp_path):
             data.read_encoded(tmp_path / name)
     with pytest.raises(UserError, match="not found"):
         data.read_encoded(tmp_path / "missing.jsonl")
+    (tmp_path / "trailing.jsonl").write_text(good.read_text() + "\n\r\n")  # blank lines after the last record
+    assert data.read_encoded(tmp_path / "trailing.jsonl") == [([1, 2], [3])]

@@ -43,6 +43,20 @@ def test_out_folder_is_refused_unless_overwrite_and_never_half_written(tiny_base
     assert "would destroy the input" in capsys.readouterr().err and (tiny_base / "model.safetensors").is_file()
 
 
+def test_the_current_folder_is_refused_as_out_before_any_work(tiny_base, tiny_adapter, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("mine")
+    monkeypatch.setattr(export.loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    for out in ("", ".", f"../{tmp_path.name}"):
+        with pytest.raises(SystemExit) as err:
+            export.main(["hf", "--init_checkpoint", str(tiny_adapter[0]), "--base_checkpoint", str(tiny_base), "--out", out,
+                         "--overwrite"])
+        shown = out or "."  # Path('') is .
+        assert err.value.code == 2 and capsys.readouterr().err == (
+            f"error: --out {shown}: is the current folder; name the folder to write\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
 def test_peft_export_needs_lora(tiny_base, tmp_path, capsys):
     with pytest.raises(SystemExit):
         export.main(["peft", "--init_checkpoint", str(tiny_base), "--out", str(tmp_path / "p")])

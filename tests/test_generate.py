@@ -146,6 +146,9 @@ def test_over_long_context_is_truncated_as_beam_does_with_one_note(run, tmp_path
     ("", "c.txt", [], "{dir}/c.txt: no contexts"),
     ("a\n", "c.txt", ["--output", "{dir}/o.csv"], "--output {dir}/o.csv: expected a .jsonl or .txt file name"),
     ("a\n", "c.txt", ["--output", "{dir}/c.txt"], "is the --input file"),
+    ('{"context": 5}\n', "c.jsonl", [], "{dir}/c.jsonl:1: field 'context' is an int, not text"),
+    ("a\n", "c.txt", ["--context_field", "mr"], "--context_field: only for a .jsonl --input (--input {dir}/c.txt"),
+    ("\n \n", "c.txt", [], "{dir}/c.txt: no contexts"),
 ])
 def test_bad_input_is_one_line(run, tmp_path, capsys, content, name, flags, message):
     if content is not None:
@@ -160,3 +163,47 @@ def test_no_weights_no_generation(capsys):
     with pytest.raises(SystemExit):
         gen.main(["--prompt", "x", "--device", "cpu"])
     assert "pass --init_checkpoint" in capsys.readouterr().err
+
+
+def test_byte_order_mark_and_trailing_blank_lines_are_not_contexts(run, tmp_path):
+    rows = "".join(json.dumps({"context": c}) + "\n" for c in CONTEXTS)
+    (tmp_path / "clean.jsonl").write_text(rows)
+    assert run("--input", str(tmp_path / "clean.jsonl"), "--output", str(tmp_path / "clean.out.jsonl"), *FAST) == 0
+    expected = _records(tmp_path / "clean.out.jsonl")
+    assert [r["context"] for r in expected] == CONTEXTS
+    (tmp_path / "bom.JSONL").write_bytes(("\ufeff" + rows + "\n \n").encode("utf-8"))  # any case of .jsonl
+    (tmp_path / "bom.txt").write_bytes(("\ufeff" + "".join(c + "\r\n" for c in CONTEXTS) + "\r\n\n").encode())
+    for name in ("bom.JSONL", "bom.txt"):
+        assert run("--input", str(tmp_path / name), "--output", str(tmp_path / f"{name}.out.jsonl"), *FAST) == 0
+        assert _records(tmp_path / f"{name}.out.jsonl") == expected, name
+
+
+def test_empty_prompt_is_refused(run, capsys):
+    for prompt in ("", "  "):
+        with pytest.raises(SystemExit) as err:
+            run("--prompt", prompt, *FAST)
+        assert err.value.code == 2 and capsys.readouterr().err == "error: --prompt: empty context\n"
+
+
+def test_an_unwritable_output_fails_before_the_model_runs(run, tmp_path, capsys, monkeypatch):
+    loaded = []
+    monkeypatch.setattr(gen.loading, "load_model", lambda *a, **k: loaded.append(a) or pytest.fail("model loaded"))
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr("gpt2_lora.fileio.tempfile.mkstemp", refuse)
+    with pytest.raises(SystemExit) as err:
+        run("--prompt", CONTEXTS[0], "--output", str(tmp_path / "o.jsonl"), *FAST)
+    assert err.value.code == 2 and not loaded and not (tmp_path / "o.jsonl").exists()
+    assert capsys.readouterr().err.endswith(f"error: cannot write {tmp_path / 'o.jsonl'}: Permission denied\n")
+
+
+def test_eos_ids_outside_the_vocabulary_get_a_note(run, capsys):
+    assert run("--prompt", CONTEXTS[0], "--eos_token_id", "99999", *FAST) == 0
+    assert "note: --eos_token_id [99999] outside the vocabulary can never be generated" in capsys.readouterr().err
+
+
+def test_help_states_defaults_only_where_there_is_one():
+    text = " ".join(gen.build_parser().format_help().split())  # unwrapped
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "[$GPT2_LORA_VOCAB, else data/gpt2]" in text and "(default: gpt2.md)" in text and "(default: 10)" in text

@@ -173,3 +173,46 @@ def test_description_records_the_slices(tiny_base, tmp_path):
     save_weights(lora_only_state_dict(lora_model(tiny_base)), tmp_path / "older.pt", meta)
     older = ModelSpec(init_checkpoint=str(tmp_path / "older.pt"), base_checkpoint=str(tiny_base))
     assert resolve_config(older).lora_attn_slices == "qv"
+
+
+def test_an_adapter_given_as_the_base_is_named(tiny_base, tiny_adapter, tmp_path):
+    from gpt2_lora.export import write_peft_folder
+
+    adapter = tiny_adapter[0]
+    with pytest.raises(UserError) as err:  # the two roles swapped
+        load_model(ModelSpec(init_checkpoint=str(tiny_base), base_checkpoint=str(adapter)))
+    assert str(err.value) == (f"--base_checkpoint {adapter} is a LoRA adapter (r=2), not a base model: pass it as "
+                              f"--init_checkpoint and its base (hf) as --base_checkpoint")
+    peft = write_peft_folder(lora_model(tiny_base), tmp_path / "peft", adapter="a", base=None)
+    with pytest.raises(UserError, match=r"--base_checkpoint .*peft is a PEFT adapter, not a base model: pass it as "
+                                        r"--init_checkpoint"):
+        resolve_config(ModelSpec(init_checkpoint=str(tiny_base), base_checkpoint=str(peft)))
+
+
+def test_lora_flags_over_weights_without_lora_are_refused(tiny_base):
+    """The adapter's random start (B = 0) would silently decode, or export, the base as if it were adapted."""
+    for spec in (ModelSpec(init_checkpoint=str(tiny_base), lora_dim=4), ModelSpec(base_checkpoint=str(tiny_base), lora_dim=4)):
+        with pytest.raises(UserError, match=r"^--lora_dim 4, but .*hf holds no LoRA weights: pass the trained "
+                                            r"adapter as --init_checkpoint"):
+            load_model(spec)
+
+
+def test_a_peft_adapter_of_another_depth_is_named_once(tiny_base, tmp_path):
+    from gpt2_lora.export import write_peft_folder
+
+    peft = write_peft_folder(lora_model(tiny_base), tmp_path / "peft", adapter="a", base=None)
+    deeper = hf_base(tmp_path / "deeper", n_layer=3)
+    with pytest.raises(UserError) as err:
+        load_model(ModelSpec(init_checkpoint=str(peft), base_checkpoint=str(deeper)))
+    assert str(err.value) == f"{peft / 'adapter_model.safetensors'}: no c_attn LoRA for layer(s) [2] of this 3-layer model"
+
+
+def test_a_weights_file_of_an_hf_folder_names_its_config_json_on_a_mismatch(tiny_base):
+    """A bare weights file says nothing of its sizes: the default card is tried, and the error says what the
+    config.json beside it would give."""
+    with pytest.raises(UserError) as err:
+        load_model(ModelSpec(init_checkpoint=str(tiny_base / "model.safetensors"), default_card="gpt2.sm"))
+    assert str(err.value).endswith(f"; its {tiny_base / 'config.json'} says vocab_size 96, n_positions 64, n_embd 32, "
+                                   f"n_layer 2, n_head 4: pass --model_card {tiny_base / 'config.json'}")
+    model = load_model(ModelSpec(init_checkpoint=str(tiny_base / "model.safetensors"), model_card=str(tiny_base / "config.json")))
+    assert model.config.n_embd == 32

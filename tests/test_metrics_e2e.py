@@ -277,6 +277,11 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
         measure_scores.main(["--meteor", "perl", str(refs), str(refs)])
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and err.startswith("error: argument --meteor: invalid choice") and "\n" not in err
+    for argv, message in (([str(refs)], "the following arguments are required: sys_file"),
+                          ([str(refs), str(refs), "--sacrebleau"], "unrecognized arguments: --sacrebleau")):
+        with pytest.raises(SystemExit) as info:  # bad flags: one line as well, no usage block
+            measure_scores.main(argv)
+        assert info.value.code == 2 and capsys.readouterr().err == f"error: {message} (see --help)\n"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -375,11 +375,12 @@ def test_cli_aggregate_writes_the_mean_and_refuses_a_repeated_seed(tmp_path, cap
     assert _row(data, "BLEU")["ours_std"] == pytest.approx(2 ** 0.5)
     assert [run["sources"]["report"] for run in data["runs"]] == paths
     assert (out / "report.md").read_text(encoding="utf-8") in capsys.readouterr().out
-    for argv, message in ((["--seeds", "110,110"], "seed 110 is given twice"),
-                          (["--seeds", "110"], "names 1 seed for 2 report files"),
-                          (["--seeds", "110,x"], "expected integers separated by commas")):
+    for seeds, reports, message in (("110,110", paths, "seed 110 is given twice"),
+                                    ("110", paths, "names 1 seed for 2 report files"),
+                                    ("110,x", paths, "expected integers separated by commas"),
+                                    ("110,111,112", [paths[0], *paths], f"{paths[0]}: given for seeds 110 and 111")):
         with pytest.raises(SystemExit) as info:
-            rep.main(["aggregate", *argv, "--out_dir", str(tmp_path / "bad"), *paths])
+            rep.main(["aggregate", "--seeds", seeds, "--out_dir", str(tmp_path / "bad"), *reports])
         err = capsys.readouterr().err.strip()
         assert info.value.code == 2 and message in err and "\n" not in err
     assert not (tmp_path / "bad").exists()
@@ -613,3 +614,11 @@ def test_own_data_reports_average_over_seeds_but_have_no_place_in_the_paper_tabl
     broken = {**reports[0], "task": "e2e"}  # only your own data may lack the paper
     with pytest.raises(UserError, match="'paper' is missing or not a dict"):
         rep.check_report(broken, "r")
+
+
+def test_a_mistyped_subcommand_is_named(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        rep.main(["agregate", "--seeds", "1", "--out_dir", str(tmp_path), "r.json"])
+    assert info.value.code == 2 and capsys.readouterr().err == (
+        "error: unknown subcommand 'agregate': expected aggregate or paper, or the flags of one run's report "
+        "(see --help)\n")

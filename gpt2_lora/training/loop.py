@@ -27,6 +27,7 @@ from .. import lora
 from ..checkpoint import describe_weights, load_into
 from ..data import read_encoded
 from ..errors import UserError
+from ..loading import config_hint
 from ..model import GPT2LMModel
 from .batching import Batch, Layout, Prefetcher, collate, collate_packed
 from .config import EVAL_PAD, RunPlan, TrainConfig
@@ -136,8 +137,7 @@ class Trainer:
         if resumed is not None and "scaler" in resumed and self.stepper.scaler is not None:
             self.stepper.scaler.load_state_dict(resumed["scaler"])
         self.first_step = self.progress.step
-        stop = config.stop_at_step
-        self.pause_step = stop if stop is not None and stop > self.first_step else None
+        self.pause_step = self._pause_step(config.stop_at_step)
         self.validated_at = -1       # the step of the last validation
         self.saved_at = -1           # the step whose model.<step> file is written
         self.last_saved: Progress | None = None  # the counters resume.pt holds
@@ -154,6 +154,7 @@ class Trainer:
     def run(self) -> int:
         p = self.progress
         if p.finished or p.step >= self.plan.max_step:
+            self._refuse_extending()
             self.say(f"training already finished at step {p.step}")
             return 0
         self._announce()
@@ -352,7 +353,10 @@ class Trainer:
         config = self.config
         model = GPT2LMModel(self.model_config)  # on the CPU first, so the initialisation follows the seed as upstream
         if config.init_checkpoint is not None:
-            load_into(model, config.init_checkpoint)  # errors name the file
+            try:
+                load_into(model, config.init_checkpoint)  # errors name the file
+            except UserError as err:
+                raise UserError(f"{err}{config_hint(config.init_checkpoint, self.model_config)}") from None
         if config.lora_dim > 0:
             lora.mark_only_lora_as_trainable(model)
         model = model.to(self.world.device)
@@ -380,6 +384,25 @@ class Trainer:
         p = self.progress
         self.say(f"resuming from {run_dir.resume_file} at step {p.step} (epoch {p.epoch}, batch {p.batch_in_epoch})")
         return state
+
+    def _pause_step(self, stop: int | None) -> int | None:
+        """--stop_at_step, which must lie ahead of the step a resumed run continues from (else it would
+        be silently passed by, and the run trained to its end)."""
+        p = self.progress
+        if stop is not None and stop <= p.step and not (p.finished or p.step >= self.plan.max_step):
+            raise UserError(f"--stop_at_step {stop}: the run in --work_dir {self.run_dir.path} is already at step "
+                            f"{p.step}; give a later step, or leave the flag out to continue to step "
+                            f"{self.plan.max_step}")
+        return stop
+
+    def _refuse_extending(self) -> None:
+        """A finished run whose --max_step / --max_epoch now ask for more: its schedule has ended, so
+        continuing would not be the longer run; say so rather than report it finished."""
+        p, max_epoch = self.progress, self.config.max_epoch
+        if p.step < self.plan.max_step and (max_epoch is None or p.epoch <= max_epoch):
+            raise UserError(f"--resume: the run in --work_dir {self.run_dir.path} finished at step {p.step}, and its "
+                            f"schedule with it; a longer run ({self.plan.max_step} steps) starts again: pass "
+                            f"--overwrite (or another --work_dir) instead of --resume")
 
     def _resume_state(self, weights: dict[str, torch.Tensor]) -> dict:
         state = {"weights": weights, "optimizer": self.optimizer.state_dict(),
