@@ -373,6 +373,7 @@ def parse_args(argv: list[str]):
 
         return paper_config(*split_argv(argv[1:]))
     if argv[0] != recipes.CUSTOM.name and argv[0] not in recipes.TASKS:
-        raise UserError(f"TASK must be {', '.join(list(recipes.TASKS)[:-1])} or {list(recipes.TASKS)[-1]}, "
-                        f"got '{argv[0]}' ({USAGE})")
+        raise UserError(f"TASK must be {', '.join(list(recipes.TASKS)[:-1])} or {list(recipes.TASKS)[-1]} (the "
+                        f"paper's), {recipes.CUSTOM.name} (your own data) or paper (all of the paper's runs), got "
+                        f"'{argv[0]}' ({USAGE})")
     return config_from(recipes.task(argv[0]), *split_argv(argv[1:]))

@@ -310,7 +310,8 @@ def test_epoch_ends_are_the_logs_epoch_end_records(records, ends):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["translate"], "TASK must be e2e, webnlg or dart, got 'translate' (usage: "),
+    (["translate"], "TASK must be e2e, webnlg or dart (the paper's), custom (your own data) or paper (all of the "
+                    "paper's runs), got 'translate' (usage: "),
     ([], "usage: python -m gpt2_lora.pipeline"),
     (["e2e", "--lora_dim", "x"], "--lora_dim must be a whole number >= 0, got 'x'"),
     (["e2e", "--lora_alpha", "-3"], "--lora_alpha must be a positive number, got '-3'"),
