@@ -369,40 +369,40 @@ def test_packed_compiled_ddp_over_epochs_equals_one_process_with_grad_acc(tmp_pa
     assert json.loads((tmp_path / "two" / "args.json").read_text())["world_size"] == 2
 
 
-def test_a_stop_at_step_already_passed_is_refused_not_run_past(files, tmp_path, capsys):
+def test_a_stop_at_step_already_passed_is_refused_not_run_past(train_files, tmp_path, capsys):
     work = tmp_path / "w"
     common = ["--lora_dim", "4", "--lora_alpha", "8", "--max_step", "6", "--save_interval", "100",
               "--eval_interval", "100"]
-    main(base_args(files, work, *common, "--stop_at_step", "4"))
+    main(base_args(train_files, work, *common, "--stop_at_step", "4"))
     for stop in ("4", "2"):  # the same pause again, or an earlier one
-        code, err = run_cli(base_args(files, work, *common, "--resume", "--stop_at_step", stop), capsys)
+        code, err = run_cli(base_args(train_files, work, *common, "--resume", "--stop_at_step", stop), capsys)
         assert code == 2 and err[-1] == (f"error: --stop_at_step {stop}: the run in --work_dir {work} is already at "
                                          "step 4; give a later step, or leave the flag out to continue to step 6")
     assert not (work / "model.6.pt").exists()  # it did not train on to the end
-    main(base_args(files, work, *common, "--resume"))
+    main(base_args(train_files, work, *common, "--resume"))
     assert (work / "model.6.pt").is_file()
 
 
-def test_a_finished_run_is_not_reported_finished_when_asked_for_more(files, tmp_path, capsys):
+def test_a_finished_run_is_not_reported_finished_when_asked_for_more(train_files, tmp_path, capsys):
     work = tmp_path / "w"
     common = ["--lora_dim", "4", "--lora_alpha", "8", "--save_interval", "100", "--eval_interval", "100"]
-    main(base_args(files, work, *common, "--max_step", "3"))
+    main(base_args(train_files, work, *common, "--max_step", "3"))
     capsys.readouterr()
-    assert main(base_args(files, work, *common, "--max_step", "3", "--resume")) == 0  # the same run: nothing to do
+    assert main(base_args(train_files, work, *common, "--max_step", "3", "--resume")) == 0  # the same run: nothing to do
     assert capsys.readouterr().err.strip().splitlines()[-1] == "training already finished at step 3"
-    code, err = run_cli(base_args(files, work, *common, "--max_step", "5", "--resume"), capsys)
+    code, err = run_cli(base_args(train_files, work, *common, "--max_step", "5", "--resume"), capsys)
     assert code == 2 and err[-1].startswith(f"error: --resume: the run in --work_dir {work} finished at step 3, and "
                                             "its schedule with it; a longer run (5 steps) starts again: pass --overwrite")
     assert not (work / "model.5.pt").exists()
 
 
-def test_an_hf_folder_of_another_size_names_its_config(files, tmp_path, capsys):
+def test_an_hf_folder_of_another_size_names_its_config(train_files, tmp_path, capsys):
     """train's model comes from --model_card; an HF folder of another size says which config.json it has."""
     from gpt2_lora.export import write_hf_folder
 
     folder = write_hf_folder(tiny_model(r=0), tmp_path / "hf").parent
     (tmp_path / "narrow.json").write_text(json.dumps({**TINY, "n_embd": 16}))
-    argv = base_args(files, tmp_path / "w", "--lora_dim", "4", "--max_step", "1", "--init_checkpoint", str(folder))
+    argv = base_args(train_files, tmp_path / "w", "--lora_dim", "4", "--max_step", "1", "--init_checkpoint", str(folder))
     argv[argv.index("--model_card") + 1] = str(tmp_path / "narrow.json")
     code, err = run_cli(argv, capsys)
     assert code == 2 and err[-1].endswith(f"; its {folder / 'config.json'} says n_embd 32: pass --model_card "
