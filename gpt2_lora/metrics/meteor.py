@@ -27,7 +27,7 @@ from typing import Sequence
 
 from ..errors import UserError
 from .java import JavaUnavailable, jar_path, java_available, require_java
-from .meteor_python import PythonMeteor, check_variant, clean_segment
+from .meteor_python import PythonMeteor, check_variant, clean_segment, segment_refs
 
 __all__ = ["Meteor", "MeteorUnavailable", "PythonMeteor", "ROUTES", "java_available", "open_meteor"]
 
@@ -146,12 +146,7 @@ class Meteor:
         return answers
 
     def _score_line(self, hyp: str, refs: Sequence[str]) -> str:
-        if self.num_refs is not None:
-            if len(refs) < self.num_refs:
-                raise UserError(f"METEOR: a segment has {len(refs)} references, expected {self.num_refs}")
-            refs = refs[: self.num_refs]
-        if not refs:
-            raise UserError("METEOR: a segment has no references")
+        refs = segment_refs(refs, self.num_refs)
         # As coco-caption: drop '|||' (the field separator) from the hypothesis, squeeze double spaces.
         hyp = clean_segment(hyp).replace("|||", "").replace("  ", " ")
         refs = [clean_segment(ref).replace("|||", "") for ref in refs]

@@ -40,6 +40,17 @@ def clean_segment(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
+def segment_refs(refs: Sequence[str], num_refs: int | None) -> Sequence[str]:
+    """A segment's references as both routes score them: the first ``num_refs`` (when set), at least one."""
+    if num_refs is not None:
+        if len(refs) < num_refs:
+            raise UserError(f"METEOR: a segment has {len(refs)} references, expected {num_refs}")
+        refs = refs[:num_refs]
+    if not refs:
+        raise UserError("METEOR: a segment has no references")
+    return refs
+
+
 def check_variant(variant: str) -> None:
     if variant not in ("coco", "stock"):
         raise ValueError(f"unknown METEOR variant {variant!r} (expected 'coco' or 'stock')")
@@ -70,13 +81,7 @@ class PythonMeteor:
 
     # -- inputs --------------------------------------------------------------------------------
     def _segment_refs(self, refs: Sequence[str]) -> Sequence[str]:
-        if self.num_refs is not None:
-            if len(refs) < self.num_refs:
-                raise UserError(f"METEOR: a segment has {len(refs)} references, expected {self.num_refs}")
-            refs = refs[: self.num_refs]
-        if not refs:
-            raise UserError("METEOR: a segment has no references")
-        return refs
+        return segment_refs(refs, self.num_refs)
 
     def _words(self, text: str) -> tuple[str, ...]:
         return tuple(java_tokens(java_lower(normalize(java_trim(text), self._resources.prefixes))))
