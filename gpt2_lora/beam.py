@@ -18,6 +18,11 @@ What is different is only how fast that happens:
   each step) goes into the attention mask instead — tree attention over the shared context;
 * repetition penalty, n-gram bans and the EOS logic are tensor ops on the device; the host reads one
   small transfer per step (how many inputs finished and still search);
+* the top K of K*V candidates is a top K per beam over V and a sort of K*K (the same K: see
+  ``_best_continuations``); attention over the cache is ``TreeCache.attend`` (batched matmuls in fp32, the
+  memory-efficient kernel in 16 bits), not torch's default choice, whose cuDNN kernel builds a new plan for
+  every key length; 16-bit models get an LM head padded to 50,304 rows (aligned GEMMs) and one fused
+  ``log_softmax``, fp32 models upstream's ``log(softmax)``;
 * an input stops once no live beam can still beat its best finished hypothesis. Scores only fall as
   tokens are added (log-probabilities are <= 0) and ``s / d`` grows with d for s <= 0, so no descendant
   of a live beam with sum s can score more than ``s / max(L ** lp)`` over the lengths L still reachable
@@ -38,6 +43,7 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 from .cli import Parser, add_device_flags, add_launcher_flags, add_model_flags, default_work_dir
@@ -47,7 +53,7 @@ from .devices import resolve_device
 from .errors import UserError, cli
 from .recipes import E2E
 from .fileio import atomic_write, check_outputs
-from .model import GPT2Config, GPT2LMModel, KVCache, attention_mask
+from .model import GPT2Config, GPT2LMModel, KVCache, attention_mask, padded_head
 
 NEG_INF = float("-inf")
 
@@ -129,14 +135,34 @@ def length_factor_bound(step: int, eval_len: int, length_penalty: float) -> floa
 
 
 def _log_probs(scores: torch.Tensor) -> torch.Tensor:
-    # upstream takes log(softmax(x)), not log_softmax(x); the two can differ in the last bit
-    return F.softmax(scores, dim=-1).log_()
+    """fp32 logits: log(softmax(x)) as upstream takes it (log_softmax(x) can differ in the last bit).
+    16-bit logits (not a parity path): one fused log_softmax that reads them and writes fp32."""
+    if scores.dtype == torch.float32:
+        return F.softmax(scores, dim=-1).log_()
+    return torch.log_softmax(scores, dim=-1, dtype=torch.float32)
 
 
 # ------------------------------------------------------------------------------------------- the search
 class TreeCache(KVCache):
     """The model's KV cache, laid out by the search as: context (once per input), then K slots per step.
     Nothing is ever reordered; finished inputs are dropped in place (``keep_rows``)."""
+
+    @staticmethod
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor,
+               is_causal: bool = False) -> torch.Tensor:
+        """Attention of a few queries per input (K beams) over the cache's strided views, no copy.
+        fp32 (the parity path): as upstream's model writes it, ``softmax(q @ kᵀ / sqrt(d), masked) @ v``
+        in two batched matmuls. 16-bit: the memory-efficient fused kernel, whose softmax runs in fp32.
+        Both beat torch's default choice here (cuDNN's kernel builds a new plan for every key length,
+        which grows each step; see BENCHMARKS.md)."""
+        if is_causal:
+            raise ValueError("TreeCache.attend takes an explicit mask")
+        if q.dtype != torch.float32:
+            with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):  # math: the CPU's
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        scores = torch.matmul(q, k.transpose(-1, -2)).div_(math.sqrt(q.size(-1)))
+        scores.masked_fill_(~attn_mask, NEG_INF)
+        return torch.matmul(torch.softmax(scores, dim=-1), v)
 
     def keep_rows(self, index: torch.Tensor) -> None:
         """Move rows ``index`` (ascending) to the front, one layer at a time: no second cache in memory."""
@@ -180,10 +206,11 @@ class SearchState:
         return SearchState(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
 
-def _prefill(model: GPT2LMModel, contexts: Sequence[Sequence[int]],
-             settings: BeamSettings) -> tuple[SearchState, TreeCache, torch.Tensor]:
+def _prefill(model: GPT2LMModel, contexts: Sequence[Sequence[int]], settings: BeamSettings,
+             head: torch.Tensor) -> tuple[SearchState, TreeCache, torch.Tensor]:
     """The contexts, left-padded to one batch, through the model once: the state before step 0, the
-    cache holding them (with room for K tokens per later step) and the (B, V) logits after each."""
+    cache holding them (with room for K tokens per later step) and the (B, V) logits after each
+    (``head``: the LM head weight, as ``padded_head`` gives it)."""
     device = model.transformer.wte.weight.device
     B, K, E = len(contexts), settings.beam, settings.eval_len
     L = max(len(c) for c in contexts)
@@ -196,45 +223,49 @@ def _prefill(model: GPT2LMModel, contexts: Sequence[Sequence[int]],
     cache = TreeCache(model.config, B, L + (E - 1) * K, model.transformer.wte.weight.dtype, device)
     positions = (torch.arange(L, device=device)[None] - pad[:, None]).clamp(min=0)
     hidden = model.hidden_states(ids.to(device), positions, cache, attention_mask(keep, L))
-    return SearchState.start(lengths, keep, K, E), cache, model.logits(hidden[:, -1]).float()
+    return SearchState.start(lengths, keep, K, E), cache, model.logits(hidden[:, -1], head)
 
 
 def _next_logits(model: GPT2LMModel, state: SearchState, cache: TreeCache, step: int,
-                 beams: torch.Tensor) -> torch.Tensor:
+                 beams: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
     """Step >= 1: every beam's token of the step before goes in (beam j's into cache slot j of that
-    step) and attends to its input's context and its own ancestors only; (B*K, V) float logits."""
+    step) and attends to its input's context and its own ancestors only; (B*K, V) logits in the model's
+    dtype."""
     K = len(beams)
     state.slot_of[:, :, step - 1] = beams
     tree = (state.slot_of[:, :, :step, None] == beams).flatten(2)                 # (B, K, step*K)
     mask = torch.cat((state.keep[:, None, :].expand(-1, K, -1), tree), dim=2)[:, None]
     positions = (state.lengths + step - 1)[:, None].expand(-1, K)
     hidden = model.hidden_states(state.history[:, :, step - 1], positions, cache, mask)
-    return model.logits(hidden).float().view(-1, model.config.vocab_size)
+    return model.logits(hidden, head).view(-1, model.config.vocab_size)
 
 
-def _candidate_scores(logits: torch.Tensor, state: SearchState, step: int, settings: BeamSettings,
-                      eos: torch.Tensor) -> torch.Tensor:
-    """The score of every continuation after upstream's rules: at step 0 beam 0's log-probabilities
-    (B, V) (all beams are the same there), later each beam's sum plus its next token's, (B, K*V)."""
-    if step == 0:
-        return _log_probs(postprocess_scores(logits, None, 0, settings, eos))
+def _best_continuations(logits: torch.Tensor, state: SearchState, step: int, settings: BeamSettings,
+                        eos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each input's K best continuations after upstream's rules, best first: their scores, parent beams
+    and tokens, (B, K) each. Upstream ranks all K*V sums ``beam score + log-prob`` at once (step 0: beam
+    0's V log-probs, every beam being the same there). A beam's K best tokens by log-prob are its K best
+    by sum (adding its score keeps the order), so the K best of those K*K candidates are the K best of
+    all: one top-k per beam over V, then a sort of K*K. Only exact ties can come out in another order
+    than one top-k over K*V gives (which torch leaves unspecified too); here the lower parent comes first."""
     B, K = state.beam_scores.shape
+    if step == 0:
+        scores, token = _log_probs(postprocess_scores(logits, None, 0, settings, eos)).topk(K, dim=1)
+        return scores, torch.zeros_like(token), token
     postprocess_scores(logits, state.history[:, :, :step].reshape(-1, step), step, settings, eos)
-    return _log_probs(logits).view(B, K, -1).add_(state.beam_scores[:, :, None]).view(B, -1)
+    log_probs, tokens = _log_probs(logits).topk(K, dim=1)                   # (B*K, K) per beam
+    sums = (log_probs.view(B, K, K) + state.beam_scores[:, :, None]).view(B, K * K)
+    scores, pick = sums.sort(dim=1, descending=True, stable=True)
+    pick = pick[:, :K]
+    return scores[:, :K], pick // K, tokens.view(B, K * K).gather(1, pick)
 
 
-def _choose_top(state: SearchState, candidates: torch.Tensor, step: int,
-                vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each input's K best continuations (best first): their scores and tokens (B, K). Each new beam's
-    history and cache slots become its parent's, plus the token."""
-    K, E = state.history.shape[1:]
-    top_scores, top_index = candidates.topk(K, dim=1, largest=True, sorted=True)
-    parent, token = top_index // vocab_size, top_index % vocab_size
-    follow = parent[:, :, None].expand(-1, -1, E)
+def _follow(state: SearchState, parent: torch.Tensor, token: torch.Tensor, step: int) -> None:
+    """Each new beam's history and cache slots become its parent's, plus its token of this step."""
+    follow = parent[:, :, None].expand(-1, -1, state.history.size(2))
     state.history = state.history.gather(1, follow)
     state.history[:, :, step] = token
     state.slot_of = state.slot_of.gather(1, follow)
-    return top_scores, token
 
 
 def keep_best(state: SearchState, candidate: torch.Tensor, scores: torch.Tensor) -> None:
@@ -302,7 +333,8 @@ def _search(model: GPT2LMModel, contexts: Sequence[Sequence[int]], settings: Bea
     """
     stats = {} if stats is None else stats
     V, E = model.config.vocab_size, settings.eval_len
-    state, cache, logits = _prefill(model, contexts, settings)
+    head = padded_head(model.transformer.wte.weight)  # aligned for tensor cores (bf16); fp32 as it is
+    state, cache, logits = _prefill(model, contexts, settings, head)
     eos = torch.tensor(settings.eos_in_vocab(V), dtype=torch.long, device=logits.device)
     beams = torch.arange(settings.beam, device=logits.device)
     out = torch.zeros_like(state.best_seq)                   # by input: rows dropped from the batch
@@ -310,8 +342,9 @@ def _search(model: GPT2LMModel, contexts: Sequence[Sequence[int]], settings: Bea
         _count(stats, "steps")
         _count(stats, "input_steps", len(state.rows))
         if step > 0:
-            logits = _next_logits(model, state, cache, step, beams)
-        top_scores, token = _choose_top(state, _candidate_scores(logits, state, step, settings, eos), step, V)
+            logits = _next_logits(model, state, cache, step, beams, head)
+        top_scores, parent, token = _best_continuations(logits, state, step, settings, eos)
+        _follow(state, parent, token, step)
         _end_beams(state, top_scores, token, step, settings, eos)
         if step == E - 1:
             break

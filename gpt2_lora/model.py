@@ -263,7 +263,8 @@ class Attention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+        attend = getattr(cache, "attend", None) or F.scaled_dot_product_attention  # a cache may bring its own
+        y = attend(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -332,6 +333,17 @@ def _short_list(names: list[str], limit: int = 6) -> str:
     return ", ".join(names[:limit]) + more
 
 
+def padded_head(weight: torch.Tensor, multiple: int = 64) -> torch.Tensor:
+    """The (vocab, n_embd) LM head with zero rows up to a multiple of ``multiple`` for 16-bit weights:
+    50,257 output columns are misaligned for tensor-core GEMMs, and cuBLAS then takes a kernel ~6x
+    slower. Logits of the extra rows are cut off after the matmul (``GPT2LMModel.logits``), so every
+    kept logit is the same dot product. fp32 weights are returned as they are (no tensor cores)."""
+    extra = -weight.size(0) % multiple
+    if weight.dtype not in (torch.bfloat16, torch.float16) or extra == 0:
+        return weight
+    return F.pad(weight.detach(), (0, 0, 0, extra))
+
+
 class GPT2LMModel(nn.Module):
     """GPT-2 language model; ``model(input_ids)`` returns the logits (B, T, vocab)."""
 
@@ -394,9 +406,12 @@ class GPT2LMModel(nn.Module):
             cache.advance(T)
         return self.transformer.ln_f(x)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Tied LM head: hidden @ wte.weight.T."""
-        return F.linear(hidden, self.transformer.wte.weight)
+    def logits(self, hidden: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
+        """Tied LM head: hidden @ wte.weight.T; ``head``: that weight as ``padded_head`` gave it."""
+        if head is None:
+            return F.linear(hidden, self.transformer.wte.weight)
+        return F.linear(hidden, head)[..., :self.config.vocab_size]
+
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None, cache=None,
                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -362,3 +362,53 @@ def test_beam_refuses_to_write_over_its_data(tmp_path, capsys):
     one_line_error(beam_mod.main, ["--data", str(data), "--device", "cpu", "--work_dir", str(tmp_path),
                                    "--output_file", "."], capsys, "is a directory")
     assert data.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------- the fast paths' parts
+def test_best_continuations_equal_one_top_k_over_all_beams():
+    """One top-k per beam, then a sort of K*K, picks what upstream's one top-k over K*V picks."""
+    gen = torch.Generator().manual_seed(5)
+    B, K, V, step = 3, 4, 50, 6
+    s = BeamSettings(beam=K, eval_len=10, seq_len=40, no_repeat_ngram_size=2, repetition_penalty=1.3)
+    eos = torch.tensor([0])
+    for trial in range(20):
+        state = beam_mod.SearchState.start(torch.full((B,), 5), torch.ones(B, 5, dtype=torch.bool), K, s.eval_len)
+        state.history[:, :, :step] = torch.randint(0, V, (B, K, step), generator=gen)
+        state.beam_scores = -torch.rand(B, K, generator=gen) * 10
+        state.beam_scores[0, 1] = float("-inf")  # a beam that ended in an EOS
+        logits = torch.randn(B * K, V, generator=gen) * 3
+        expected = beam_mod.postprocess_scores(logits.clone(), state.history[:, :, :step].reshape(-1, step), step, s, eos)
+        expected = (F.softmax(expected, -1).log().view(B, K, V) + state.beam_scores[:, :, None]).view(B, -1)
+        top, index = expected.topk(K, dim=1)
+        scores, parent, token = beam_mod._best_continuations(logits.clone(), state, step, s, eos)
+        assert torch.equal(scores, top) and torch.equal(parent, index // V) and torch.equal(token, index % V)
+
+
+def test_tree_attention_equals_sdpa_in_fp32_and_bf16():
+    """TreeCache.attend over strided cache views (as the search calls it) gives torch's attention."""
+    gen = torch.Generator().manual_seed(1)
+    cache = torch.randn(2, 3, 20, 8, generator=gen)[:, :, :13]  # (B, H, S, D) views of a longer buffer
+    k, v = cache, cache.flip(1)
+    q = torch.randn(2, 3, 4, 8, generator=gen)
+    mask = torch.rand(2, 1, 4, 13, generator=gen) > 0.4
+    mask[..., -1] = True
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.allclose(beam_mod.TreeCache.attend(q, k, v, mask), expected, atol=1e-6)
+    low = beam_mod.TreeCache.attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+    assert low.dtype == torch.bfloat16 and torch.allclose(low.float(), expected, atol=3e-2)
+    with pytest.raises(ValueError, match="explicit mask"):
+        beam_mod.TreeCache.attend(q, k, v, mask, is_causal=True)
+
+
+def test_bf16_search_mostly_follows_fp32(beam_model, beam_contexts):
+    """The 16-bit path (bf16 logits, one fused log_softmax, the fused attention) on a model that is sure
+    of its tokens: most outputs equal fp32's (10 of 15, as with the plain float-copy path before it), and
+    every one is a well-formed output."""
+    import copy
+
+    s = beam_settings()
+    fp32 = generate(beam_model, beam_contexts, s, progress=False)
+    bf16 = generate(copy.deepcopy(beam_model).to(torch.bfloat16), beam_contexts, s, progress=False)
+    assert all(len(out) == s.eval_len for out in bf16)
+    same = sum(a == b for a, b in zip(fp32, bf16))
+    assert same >= 0.6 * len(fp32), f"{same} of {len(fp32)} lines equal"

@@ -206,3 +206,19 @@ def test_load_weight_reads_a_merged_state_dict_once(hf_dir, ids, tmp_path):
             fresh.load_weight(source)
             with torch.no_grad():
                 torch.testing.assert_close(fresh(ids), expected, atol=1e-5, rtol=0)
+
+
+def test_padded_head_gives_the_same_logits():
+    """16-bit heads get zero rows up to a multiple of 64 (aligned tensor-core GEMMs); the kept logits are
+    the unpadded ones. fp32 heads come back as they are."""
+    from gpt2_lora.model import padded_head
+
+    model = GPT2LMModel(GPT2Config(vocab_size=100, n_positions=16, n_embd=32, n_layer=1, n_head=2))
+    hidden = torch.randn(3, 5, 32)
+    assert padded_head(model.transformer.wte.weight) is model.transformer.wte.weight
+    low = model.to(torch.bfloat16)
+    head = padded_head(low.transformer.wte.weight)
+    assert head.shape == (128, 32) and not head[100:].any() and torch.equal(head[:100], low.transformer.wte.weight)
+    got, expected = low.logits(hidden.bfloat16(), head), low.logits(hidden.bfloat16())
+    assert got.shape == expected.shape == (3, 5, 100)
+    assert torch.allclose(got.float(), expected.float(), atol=1e-2)
