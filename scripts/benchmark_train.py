@@ -73,6 +73,7 @@ OURS = {
     "ours bf16+compile+cudagraphs": ("--precision", "bf16", "--compile", "reduce-overhead"),
     "ours fp32 CUDA graph": ("--precision", "fp32", "--cuda_graphs"),
     "ours bf16 CUDA graph": ("--precision", "bf16", "--cuda_graphs"),
+    "ours bf16 CUDA graph padding-free": ("--precision", "bf16", "--cuda_graphs", "--padding_free"),
     "ours bf16+compile token-budget": ("--precision", "bf16", "--compile", "--batching", "bucketed"),
     "ours bf16+compile packed": PACKED,
     "ours bf16+compile packed varlen-attention": (*PACKED, "--packed_attention", "varlen"),
@@ -189,7 +190,30 @@ def run_ours(name, examples, model_config, args, device):
 
     seconds, timed = time_steps(step, batches, device, args.steps, args.warmup)
     loss = stepper.read_loss() / max(next(steps), 1)
+    if args.profile and device.type == "cuda":
+        return seconds, timed, loss, kernel_profile(step, timed[:args.profile], device)
     return seconds, timed, loss
+
+
+def kernel_profile(step, batches, device, top: int = 15) -> dict:
+    """The GPU kernels of ``len(batches)`` more steps (CUDA-graph replays included): per step, how many ran
+    and their summed time, and the ``top`` kernels by time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for b in batches:
+            step(b)
+        sync(device)
+    kernels: dict[str, list[float]] = {}
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            kernels.setdefault(event.name, []).append(event.device_time)
+    n = len(batches)
+    ranked = sorted(kernels.items(), key=lambda kv: -sum(kv[1]))[:top]
+    return {"steps": n, "kernels_per_step": sum(len(t) for t in kernels.values()) / n,
+            "kernel_ms_per_step": sum(sum(t) for t in kernels.values()) / n / 1000,
+            "top": [{"kernel": name[:120], "calls_per_step": len(t) / n, "ms_per_step": sum(t) / n / 1000}
+                    for name, t in ranked]}
 
 
 def run_hf(name, examples, config, args, device):
@@ -242,6 +266,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny model, CPU, few steps: a smoke test")
     p.add_argument("--model_card", default="gpt2.md")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="GPU: after timing, profile N more steps of our configurations (kernels per step, the top "
+                        "kernels by time) into the JSON")
     p.add_argument("--lora_dim", type=int, default=PAPER.lora_dim)
     p.add_argument("--batch", type=int, default=PAPER.train_batch_size)
     p.add_argument("--seq_len", type=int, default=PAPER.seq_len)
@@ -295,7 +322,7 @@ def measure(name, examples, config, args, device, mean_length: float) -> dict:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         started = time.perf_counter()
-        seconds, timed, loss = runner(name, examples, config, args, device)
+        seconds, timed, loss, *profiled = runner(name, examples, config, args, device)
         wall = time.perf_counter() - started  # building, compiling, warming up and timing
         tokens = sum(int(b.n_tokens) for b in timed)
         padded = sum(b.input_ids.numel() for b in timed)
@@ -310,6 +337,8 @@ def measure(name, examples, config, args, device, mean_length: float) -> dict:
                    e2e_minutes=(seconds * E2E_STEPS / 60) if not budget
                    else (seconds * math.ceil(42061 * 5 * mean_length / (tokens / len(timed))) / 60),
                    peak_memory_gib=(torch.cuda.max_memory_allocated(device) / 2**30) if device.type == "cuda" else None)
+        if profiled:
+            row["profile"] = profiled[0]
     except ImportError as err:
         row.update(status=f"skipped: {err.name or err} not installed")
     except Exception as err:  # noqa: BLE001 - one failing configuration must not hide the others

@@ -178,3 +178,48 @@ def test_packed_varlen_attention_equals_masked_attention(compiled):
     assert loss_v == pytest.approx(loss_m, rel=2e-3)
     for gv, gm in zip(grads_v, grads_m):
         assert torch.allclose(gv, gm, rtol=5e-2, atol=5e-3 * float(gm.abs().max())), float((gv - gm).abs().max())
+
+
+def test_padding_free_batch_on_cuda_gives_the_rows_loss_and_gradients():
+    """--padding_free on the GPU (bf16): a batch's examples in one row through the variable-length flash
+    kernel give the loss and LoRA gradients of the padded rows through the causal kernel."""
+    from gpt2_lora.training.batching import Layout, collate, collate_packed
+    from gpt2_lora.model import FLASH_VARLEN
+    from gpt2_lora.training.step import batch_args
+    if FLASH_VARLEN is None:
+        pytest.skip("this torch has no variable-length flash attention")
+    layout = Layout(random_examples(8, 40, seed=6), 128)
+    rows = list(range(8))
+    flat = collate_packed(layout, [rows], -(-int(layout.n.sum()) // 32) * 32, 1, 64, max_segments=9).to("cuda")
+    padded = collate(layout, rows, pad_multiple=32, select_multiple=64).to("cuda")
+    results = []
+    for batch, varlen in ((flat, True), (padded, False)):
+        model = tiny_model(seed=3).cuda().train()
+        for m in model.modules():
+            if isinstance(m, lora.MergedLinear):
+                m.lora_dropout = torch.nn.Identity()
+        lora.mark_only_lora_as_trainable(model)
+        loss_model = LossModel(model, label_smooth=0.1, precision="bf16", varlen=varlen)
+        with autocast(torch.device("cuda"), "bf16"):
+            loss = loss_model(*batch_args(batch))
+        loss.backward()
+        results.append((float(loss), [p.grad.float().clone() for p in model.parameters() if p.requires_grad]))
+    (loss_f, grads_f), (loss_p, grads_p) = results
+    assert flat.input_ids.numel() < padded.input_ids.numel()  # the padding did go
+    assert loss_f == pytest.approx(loss_p, rel=2e-3)
+    for gf, gp in zip(grads_f, grads_p):
+        assert torch.allclose(gf, gp, rtol=5e-2, atol=5e-3 * float(gp.abs().max())), float((gf - gp).abs().max())
+
+
+def test_bf16_beam_on_cuda_mostly_gives_the_fp32_tokens():
+    """The 16-bit beam path on the GPU (padded LM head, fused log_softmax, the memory-efficient attention
+    kernel) on a confident model: most lines equal the fp32 search's."""
+    import copy
+    model = tiny_model(seed=1, sharpen=8.0).cuda()
+    gen = torch.Generator().manual_seed(2)
+    contexts = [torch.randint(0, 50257, (int(n),), generator=gen).tolist() for n in torch.randint(4, 30, (24,), generator=gen)]
+    settings = BeamSettings(beam=4, eval_len=12, seq_len=64, length_penalty=0.8, no_repeat_ngram_size=2)
+    fp32 = generate(model, contexts, settings, progress=False)
+    bf16 = generate(copy.deepcopy(model).to(torch.bfloat16), contexts, settings, progress=False)
+    same = sum(a == b for a, b in zip(fp32, bf16))
+    assert same >= 0.75 * len(contexts), f"{same} of {len(contexts)} lines equal"

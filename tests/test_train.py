@@ -15,6 +15,8 @@ from gpt2_lora.data import read_encoded
 from gpt2_lora.model import GPT2Config, GPT2LMModel
 from gpt2_lora.train import main
 from gpt2_lora.training.batching import Layout, collate_packed
+from gpt2_lora.training.config import TrainConfig
+from gpt2_lora.training.loop import batch_maker
 from gpt2_lora.training.rundir import RunDir
 from gpt2_lora.training.sampling import BatchPlan, packed_shape
 from helpers import TINY, base_args, log_records, run_cli, tiny_model, write_copy_task
@@ -65,6 +67,35 @@ def test_padded_and_dynamic_batching_train_the_same(train_files, tmp_path):
     a, b = (load_checkpoint_file(tmp_path / m / "model.3.pt")["model_state_dict"] for m in ("padded", "dynamic"))
     for k in a:  # same examples, same masks: only float summation order differs
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+def test_padding_free_batches_train_as_padded_rows(train_files, tmp_path):
+    """--padding_free lays each batch's examples end to end in one row (block-diagonal attention on the
+    CPU): the same batches, the same loss, so the same weights up to float summation order (without
+    dropout: its masks are drawn over another shape, a different random stream)."""
+    common = ["--lora_dim", "4", "--lora_alpha", "8", "--lr", "0.01", "--max_step", "3",
+              "--label_smooth", "0.1"]
+    main(base_args(train_files, tmp_path / "rows", *common))
+    main(base_args(train_files, tmp_path / "flat", *common, "--padding_free"))
+    a, b = (load_checkpoint_file(tmp_path / m / "model.3.pt")["model_state_dict"] for m in ("rows", "flat"))
+    start = tiny_model(r=4).state_dict()["transformer.h.0.attn.c_attn.lora_B"]
+    assert not torch.equal(a["module.transformer.h.0.attn.c_attn.lora_B"], start)  # training moved the weights
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / m / "log.jsonl").read_text().splitlines()
+               if json.loads(line)["event"] == "train"] for m in ("rows", "flat")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_padding_free_batch_is_one_row_without_padding_between_examples():
+    layout = Layout([([1, 2, 3], [4, 5]), ([6, 7], [8]), ([9] * 6, [10, 11, 12])], 32)
+    config = TrainConfig.from_flags(["--train_data", "t", "--valid_data", "v", "--max_step", "1", "--padding_free"])
+    batch = batch_maker(config, None, layout)([2, 0, 1])
+    n = [9, 5, 3]
+    assert config.attention == "mask" and batch.input_ids.shape == (1, 24)  # 17 tokens, padded to 8
+    assert batch.input_ids[0, :17].tolist() == [9] * 6 + [10, 11, 12] + [1, 2, 3, 4, 5] + [6, 7, 8]
+    assert batch.position_ids[0, :17].tolist() == [i for k in n for i in range(k)]
+    assert batch.cu_seqlens.tolist() == [0, 9, 14, 17, 24]  # three examples and the padding: a fixed count
 
 
 def test_packed_batching_trains(train_files, tmp_path):

@@ -12,6 +12,7 @@ import torch
 
 from gpt2_lora.errors import UserError
 from gpt2_lora.training.config import RESUME_FLAGS, RunPlan, TrainConfig
+from gpt2_lora.model import FLASH_VARLEN
 from gpt2_lora.training.distributed import World
 from gpt2_lora.training.flags import build_parser
 from helpers import base_args, run_cli
@@ -61,6 +62,8 @@ def config_of(*flags, device="cpu", world_size=1, train_data="train.jsonl") -> T
     (["--i_steps", "1,x"], "--i_steps / --i_lrs must be comma-separated numbers"),
     (["--fp16", "--precision", "bf16"], "--fp16 contradicts --precision bf16"),
     (["--cuda_graphs", "--compile"], "alternatives; give one"),
+    (["--padding_free", "--batching", "padded"], "--padding_free needs --batching dynamic or bucketed"),
+    (["--padding_free", "--batching", "packed", "--max_tokens", "64"], "rows already packed"),
 ])
 def test_flag_checks_before_any_work(flags, message):
     """Checked from the flags alone (no file is read): what the library classes would refuse later."""
@@ -146,3 +149,12 @@ def test_resume_key_names_what_makes_another_run(tmp_path, monkeypatch):
     record = config.record(plan)
     assert json.loads(json.dumps(record)) == record  # plain JSON (args.json, resume.pt)
     assert record["max_step_resolved"] == 10 and record["device"] == "cpu" and record["precision"] == "fp32"
+
+
+
+def test_padding_free_attends_through_the_flash_kernel_where_it_runs():
+    on_gpu = config_of("--cuda_graphs", "--padding_free", "--precision", "bf16", device="cuda")
+    assert on_gpu.stepper == "graphed" and on_gpu.pad_multiple == 32
+    assert on_gpu.attention == ("varlen" if FLASH_VARLEN is not None else "mask")
+    assert config_of("--padding_free", device="cuda").attention == "mask"  # fp32: no flash kernel
+    assert config_of("--padding_free", "--precision", "bf16").attention == "mask"  # the CPU

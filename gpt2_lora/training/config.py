@@ -40,7 +40,7 @@ EVAL_PAD = 8  # validation batches: lengths and masked entries rounded to 8 (any
 # The settings that make a resumed run a different run (besides these flags: the training file's
 # contents, the resolved --pack_len and the number of processes; see TrainConfig.resume_key).
 RESUME_FLAGS = ("train_data", "model_card", "init_checkpoint", "lora_dim", "lora_alpha", "lora_init", "seq_len",
-                "obj", "train_batch_size", "grad_acc", "random_seed", "batching", "max_tokens")
+                "obj", "train_batch_size", "grad_acc", "random_seed", "batching", "padding_free", "max_tokens")
 _PATH_SETTINGS = ("train_data", "model_card", "init_checkpoint")
 
 
@@ -68,6 +68,7 @@ class TrainConfig:
     grad_acc: int = 1
     batching: str = "dynamic"
     max_tokens: int | None = None
+    padding_free: bool = False
     pack_len: int | None = None  # as given; RunPlan.pack_len is the one used
     pad_multiple: int = 8        # resolved: 32 when steps replay CUDA graphs
     eval_max_tokens: int = 16384
@@ -151,6 +152,15 @@ class TrainConfig:
     @property
     def packed(self) -> bool:
         return self.batching == "packed"
+
+    @property
+    def attention(self) -> str:
+        """How rows holding several examples attend (``--batching packed``, ``--padding_free``): ``varlen``
+        (the variable-length flash kernel) when asked for, or for --padding_free where it can run; else
+        ``mask`` (a dense block-diagonal mask)."""
+        if self.packed_attention == "varlen" or (self.padding_free and _varlen_runs(self.precision, self.world)):
+            return "varlen"
+        return "mask"
 
     @property
     def pad_to(self) -> int | None:
@@ -305,7 +315,7 @@ def _check_flags(args) -> None:
         raise UserError(f"--save_total_limit must be >= 0 (0 = keep all), got {args.save_total_limit}")
     if args.max_step is None and args.max_epoch is None and args.scheduler != "cycle":
         raise UserError("give --max_epoch or --max_step (how long to train)")
-    if args.cuda_graphs and args.compile:
+    if args.cuda_graphs and args.compile:  # Inductor's code inside our graph: see BENCHMARKS.md (its GPU test failed)
         raise UserError("--cuda_graphs and --compile are alternatives; give one")
     if args.batching == "packed" and args.max_tokens is None:
         raise UserError("--batching packed needs --max_tokens")
@@ -339,12 +349,20 @@ def _check_device(args, precision: str, world: World) -> None:
         raise UserError("--precision fp16 (or --fp16) needs a CUDA device; use bf16 or fp32 on the CPU")
     if args.residual == "bf16" and precision != "bf16":
         raise UserError(f"--residual bf16 needs --precision bf16 (got --precision {precision})")
+    if args.padding_free and args.batching not in ("dynamic", "bucketed"):
+        raise UserError(f"--padding_free needs --batching dynamic or bucketed (got --batching {args.batching}: "
+                        f"{'every row padded to --seq_len' if args.batching == 'padded' else 'rows already packed'})")
     if args.packed_attention == "varlen":
         if args.batching != "packed":
             raise UserError("--packed_attention varlen needs --batching packed")
-        if world.device.type != "cuda" or precision == "fp32" or FLASH_VARLEN is None:
+        if not _varlen_runs(precision, world):
             raise UserError("--packed_attention varlen needs a CUDA device, --precision bf16 or fp16 and a torch "
                             "with flash attention; use --packed_attention mask")
+
+
+def _varlen_runs(precision: str, world: World) -> bool:
+    """Whether the variable-length flash kernel can run: CUDA, bf16/fp16, a torch that has it."""
+    return world.device.type == "cuda" and precision != "fp32" and FLASH_VARLEN is not None
 
 
 def _schedule_points(args) -> tuple[tuple[int, ...], tuple[float, ...]]:

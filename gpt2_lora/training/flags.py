@@ -78,6 +78,9 @@ def _add_speed_flags(g) -> None:
     b("--batching", choices=BATCHING_MODES, default="dynamic",
       help="padded: to --seq_len like upstream; dynamic: to the longest in the batch; bucketed: by length; "
       "packed: several examples per row, fixed batch shape (throughput mode, needs --max_tokens)")
+    b("--padding_free", action="store_true", help="lay each batch's examples end to end in one row: no padding "
+      "tokens, each example attending to itself only (same loss as padded rows; the variable-length flash "
+      "kernel on CUDA with bf16/fp16, else a block-diagonal mask); with --batching dynamic or bucketed")
     b("--max_tokens", type=int, default=None, help="with --batching bucketed or packed: token budget per batch "
       "instead of --train_batch_size examples")
     b("--pack_len", type=int, default=None, help="with --batching packed: row length [longest training "
@@ -85,7 +88,7 @@ def _add_speed_flags(g) -> None:
     b("--cuda_graphs", action="store_true",
       help="replay each step (forward, backward, AdamW) as a CUDA graph: one GPU, --grad_acc 1, fp32/bf16")
     b("--pad_multiple", type=int, default=None,
-      help="round padded lengths up to this [8; 32 with --compile reduce-overhead]")
+      help="round padded lengths up to this [8; 32 when steps replay CUDA graphs]")
     b("--eval_max_tokens", type=int, default=16384, help="tokens per forward pass during validation")
 
 

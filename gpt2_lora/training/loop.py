@@ -29,7 +29,7 @@ from ..data import read_encoded
 from ..errors import UserError
 from ..loading import config_hint
 from ..model import GPT2LMModel
-from .batching import Batch, Layout, Prefetcher, collate, collate_packed
+from .batching import Batch, Layout, Prefetcher, collate, collate_packed, round_up
 from .config import EVAL_PAD, RunPlan, TrainConfig
 from .cudagraph import GraphedStepper
 from .distributed import any_rank, barrier, wrap_ddp
@@ -81,7 +81,7 @@ class Meter:
 
 def build_loss_model(config: TrainConfig, model: torch.nn.Module) -> LossModel:
     return LossModel(model, config.label_smooth, config.precision, config.residual,
-                     varlen=config.packed_attention == "varlen")
+                     varlen=config.attention == "varlen")
 
 
 def build_stepper(config: TrainConfig, loss_model: LossModel, optimizer, schedule, max_step: int):
@@ -108,6 +108,9 @@ def batch_maker(config: TrainConfig, packed, layout: Layout) -> Callable[[Sequen
     ``PackedShape``), else examples padded as ``--batching`` and the CUDA graphs need."""
     if packed is not None:
         return lambda rows: collate_packed(layout, rows, *packed)
+    if config.padding_free:  # one row; a fixed segment count, so the graphs' shapes are (length, entries)
+        return lambda rows: collate_packed(layout, [rows], round_up(int(layout.n[rows].sum()), config.pad_multiple),
+                                           1, config.select_multiple, max_segments=len(rows) + 1)
     return lambda rows: collate(layout, rows, config.pad_to, config.pad_multiple, config.select_multiple)
 
 
@@ -432,7 +435,7 @@ class Trainer:
         self.say(f"gpt2-lora train: {m.n_layer} layers x {m.n_embd}, lora r={config.lora_dim}, {n_train:,} trained "
                  f"params | {len(self.train_set):,} train / {len(self.valid_set):,} valid examples | max_step "
                  f"{p.max_step} | {self.world.device} x{self.world.size}, {config.precision}{frozen}, batching "
-                 f"{config.batching}{speed}")
+                 f"{config.batching}{', padding-free' if config.padding_free else ''}{speed}")
 
     def _evaluate(self) -> dict[str, float]:
         valid = self.valid_set

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model import Segments
+from ..model import Segments, padded_head
 from .batching import Batch
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -75,9 +75,11 @@ class LossModel(nn.Module):
         self.residual_dtype = torch.bfloat16 if residual == "bf16" else None
         self.varlen = varlen  # packed rows on the variable-length flash kernel (CUDA, fp16/bf16)
         wte = model.transformer.wte.weight
-        # A frozen tied head is cast to the autocast dtype once (a plain attribute: not a parameter,
-        # not in checkpoints, not synchronised by DDP).
-        self.head = wte.detach().to(LOW_DTYPES[precision]) if precision != "fp32" and not wte.requires_grad else None
+        # A frozen tied head is cast to the autocast dtype once, padded for aligned GEMMs (a plain
+        # attribute: not a parameter, not in checkpoints, not synchronised by DDP).
+        self.vocab_size = wte.size(0)
+        self.head = (padded_head(wte.detach().to(LOW_DTYPES[precision])) if precision != "fp32" and not wte.requires_grad
+                     else None)
 
     def masked_logits(self, input_ids: torch.Tensor, index: torch.Tensor, position_ids=None,
                       segment_ids=None, cu_seqlens=None) -> torch.Tensor:
@@ -92,8 +94,9 @@ class LossModel(nn.Module):
         hidden = self.model.hidden_states(input_ids, position_ids, attn_mask=mask,
                                           residual_dtype=self.residual_dtype)
         picked = hidden.reshape(-1, hidden.size(-1)).index_select(0, index)
-        head = self.model.transformer.wte.weight if self.head is None else self.head
-        return F.linear(picked, head)
+        if self.head is None:
+            return F.linear(picked, self.model.transformer.wte.weight)
+        return F.linear(picked, self.head)[:, :self.vocab_size]
 
     def forward(self, input_ids, index, target, weight, position_ids=None, segment_ids=None,
                 cu_seqlens=None) -> torch.Tensor:
