@@ -116,6 +116,16 @@ def test_graphed_step_follows_the_eager_step(precision, clip):
         assert torch.allclose(e, g, rtol=1e-3, atol=1e-5), float((e - g).abs().max())
 
 
+def lora_training_model():
+    """tiny_model(seed=3) on the GPU, training only LoRA, without dropout (two layouts must see one function)."""
+    model = tiny_model(seed=3).cuda().train()
+    for m in model.modules():
+        if isinstance(m, lora.MergedLinear):
+            m.lora_dropout = torch.nn.Identity()
+    lora.mark_only_lora_as_trainable(model)
+    return model
+
+
 def random_examples(n, max_part, seed):
     """n (context, completion) pairs of 3..max_part random GPT-2 ids, each ending in <|endoftext|>."""
     gen = torch.Generator().manual_seed(seed)
@@ -162,11 +172,7 @@ def test_packed_varlen_attention_equals_masked_attention(compiled):
     assert int(packed.cu_seqlens[-1]) == packed.input_ids.numel()
     results = []
     for varlen in (True, False):
-        model = tiny_model(seed=3).cuda().train()
-        for m in model.modules():
-            if isinstance(m, lora.MergedLinear):
-                m.lora_dropout = torch.nn.Identity()
-        lora.mark_only_lora_as_trainable(model)
+        model = lora_training_model()
         loss_model = LossModel(model, label_smooth=0.1, precision="bf16", varlen=varlen)
         fn = torch.compile(loss_model, dynamic=False) if compiled else loss_model
         with autocast(torch.device("cuda"), "bf16"):
@@ -194,11 +200,7 @@ def test_padding_free_batch_on_cuda_gives_the_rows_loss_and_gradients():
     padded = collate(layout, rows, pad_multiple=32, select_multiple=64).to("cuda")
     results = []
     for batch, varlen in ((flat, True), (padded, False)):
-        model = tiny_model(seed=3).cuda().train()
-        for m in model.modules():
-            if isinstance(m, lora.MergedLinear):
-                m.lora_dropout = torch.nn.Identity()
-        lora.mark_only_lora_as_trainable(model)
+        model = lora_training_model()
         loss_model = LossModel(model, label_smooth=0.1, precision="bf16", varlen=varlen)
         with autocast(torch.device("cuda"), "bf16"):
             loss = loss_model(*batch_args(batch))
