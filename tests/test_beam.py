@@ -402,13 +402,13 @@ def test_tree_attention_equals_sdpa_in_fp32_and_bf16():
 
 def test_bf16_search_mostly_follows_fp32(beam_model, beam_contexts):
     """The 16-bit path (bf16 logits, one fused log_softmax, the fused attention) on a model that is sure
-    of its tokens: most outputs equal fp32's (10 of 15, as with the plain float-copy path before it), and
-    every one is a well-formed output."""
+    of its tokens, beam 4 (the per-beam top-k and the K*K sort): most outputs equal fp32's (13 of 15, as
+    with the float-copy path before it), and every one is a well-formed output."""
     import copy
 
-    s = beam_settings()
+    s = beam_settings(beam=4, length_penalty=0.8, no_repeat_ngram_size=2)
     fp32 = generate(beam_model, beam_contexts, s, progress=False)
     bf16 = generate(copy.deepcopy(beam_model).to(torch.bfloat16), beam_contexts, s, progress=False)
     assert all(len(out) == s.eval_len for out in bf16)
     same = sum(a == b for a, b in zip(fp32, bf16))
-    assert same >= 0.6 * len(fp32), f"{same} of {len(fp32)} lines equal"
+    assert same >= 0.7 * len(fp32), f"{same} of {len(fp32)} lines equal"

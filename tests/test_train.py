@@ -89,7 +89,8 @@ def test_padding_free_batches_train_as_padded_rows(train_files, tmp_path):
 
 def test_padding_free_batch_is_one_row_without_padding_between_examples():
     layout = Layout([([1, 2, 3], [4, 5]), ([6, 7], [8]), ([9] * 6, [10, 11, 12])], 32)
-    config = TrainConfig.from_flags(["--train_data", "t", "--valid_data", "v", "--max_step", "1", "--padding_free"])
+    config = TrainConfig.from_flags(["--train_data", "t", "--valid_data", "v", "--max_step", "1", "--padding_free",
+                                     "--train_batch_size", "3"])
     batch = batch_maker(config, None, layout)([2, 0, 1])
     n = [9, 5, 3]
     assert config.attention == "mask" and batch.input_ids.shape == (1, 24)  # 17 tokens, padded to 8
@@ -440,3 +441,16 @@ def test_an_hf_folder_of_another_size_names_its_config(train_files, tmp_path, ca
                                           f"{folder / 'config.json'}")
     argv[argv.index("--model_card") + 1] = str(folder / "config.json")  # as it says: trains
     assert main(argv) == 0
+
+
+def test_padding_free_token_budget_batches_pad_their_segment_count():
+    """Token-budget batches vary in size: their segment count rounds up to a multiple of 8 (few graph
+    shapes), with zero-length segments at the end."""
+    layout = Layout([([1] * (2 + i % 5), [2, 3]) for i in range(20)], 32)
+    config = TrainConfig.from_flags(["--train_data", "t", "--valid_data", "v", "--max_step", "1", "--padding_free",
+                                     "--batching", "bucketed", "--max_tokens", "64"])
+    make = batch_maker(config, None, layout)
+    for rows in ([0, 1, 2], list(range(3, 12))):
+        batch = make(rows)
+        assert len(batch.cu_seqlens) == (9 if len(rows) < 8 else 17)
+        assert int(batch.cu_seqlens[len(rows)]) == int(layout.n[rows].sum())  # the real segments come first

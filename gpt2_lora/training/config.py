@@ -353,8 +353,8 @@ def _check_device(args, precision: str, world: World) -> None:
         raise UserError(f"--padding_free needs --batching dynamic or bucketed (got --batching {args.batching}: "
                         f"{'every row padded to --seq_len' if args.batching == 'padded' else 'rows already packed'})")
     if args.packed_attention == "varlen":
-        if args.batching != "packed":
-            raise UserError("--packed_attention varlen needs --batching packed")
+        if args.batching != "packed" and not args.padding_free:
+            raise UserError("--packed_attention varlen needs --batching packed or --padding_free")
         if not _varlen_runs(precision, world):
             raise UserError("--packed_attention varlen needs a CUDA device, --precision bf16 or fp16 and a torch "
                             "with flash attention; use --packed_attention mask")

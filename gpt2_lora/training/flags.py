@@ -70,7 +70,8 @@ def _add_speed_flags(g) -> None:
     b = g.add_argument
     b("--residual", choices=RESIDUALS, default="fp32", help="dtype of the residual stream; bf16 (with "
       "--precision bf16) halves the memory traffic of LayerNorm/residual kernels but rounds the stream [fp32]")
-    b("--packed_attention", choices=PACKED_ATTENTION, default="mask", help="with --batching packed: a dense "
+    b("--packed_attention", choices=PACKED_ATTENTION, default="mask", help="with --batching packed (or "
+      "--padding_free, where varlen is the default wherever it runs): a dense "
       "block-diagonal mask per row, or varlen: the variable-length flash kernel (CUDA, bf16/fp16; slower on "
       "short examples such as E2E's, see BENCHMARKS.md) [mask]")
     b("--compile", nargs="?", const="default", default=None, metavar="MODE",

@@ -108,9 +108,11 @@ def batch_maker(config: TrainConfig, packed, layout: Layout) -> Callable[[Sequen
     ``PackedShape``), else examples padded as ``--batching`` and the CUDA graphs need."""
     if packed is not None:
         return lambda rows: collate_packed(layout, rows, *packed)
-    if config.padding_free:  # one row; a fixed segment count, so the graphs' shapes are (length, entries)
+    if config.padding_free:  # one row; its segment count padded, so the graphs' shapes are (length, entries)
+        segments = (lambda rows: config.train_batch_size + 1) if config.max_tokens is None else \
+            (lambda rows: round_up(len(rows) + 1, 8))  # token-budget batches vary in size
         return lambda rows: collate_packed(layout, [rows], round_up(int(layout.n[rows].sum()), config.pad_multiple),
-                                           1, config.select_multiple, max_segments=len(rows) + 1)
+                                           1, config.select_multiple, max_segments=segments(rows))
     return lambda rows: collate(layout, rows, config.pad_to, config.pad_multiple, config.select_multiple)
 
 
@@ -428,6 +430,9 @@ class Trainer:
         config, m, p = self.config, self.model_config, self.plan
         n_train = sum(t.numel() for t in self.model.parameters() if t.requires_grad)
         frozen = f" ({self.n_frozen_low} frozen weights stored low)" if self.n_frozen_low else ""
+        attention = ("variable-length flash attention" if config.attention == "varlen"
+                     else "a block-diagonal mask over the whole row, slower than padded rows")
+        padding_free = f", padding-free ({attention})" if config.padding_free else ""
         speed = (f", compile {config.compile}" if config.compile else "") + (
             ", CUDA graphs" if config.stepper == "graphed" else "")
         if config.graphs_unavailable:
@@ -435,7 +440,7 @@ class Trainer:
         self.say(f"gpt2-lora train: {m.n_layer} layers x {m.n_embd}, lora r={config.lora_dim}, {n_train:,} trained "
                  f"params | {len(self.train_set):,} train / {len(self.valid_set):,} valid examples | max_step "
                  f"{p.max_step} | {self.world.device} x{self.world.size}, {config.precision}{frozen}, batching "
-                 f"{config.batching}{', padding-free' if config.padding_free else ''}{speed}")
+                 f"{config.batching}{padding_free}{speed}")
 
     def _evaluate(self) -> dict[str, float]:
         valid = self.valid_set
