@@ -14,6 +14,7 @@ E2E-like lengths). HF ``generate`` (num_beams=10, left-padded batches of 64, fp3
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import platform
@@ -32,6 +33,12 @@ from gpt2_lora.recipes import E2E  # noqa: E402
 PAPER = E2E.headline  # the paper's decoding settings (gpt2_lora/recipes.py)
 from gpt2_lora.data import EOS_ID as EOS  # noqa: E402
 from gpt2_lora.model import GPT2Config, GPT2LMModel  # noqa: E402
+from gpt2_lora.beam import TreeCache  # noqa: E402
+from kernel_profile import kernel_profile  # noqa: E402  (scripts/)
+
+# --attention: how the search's K queries per input attend to its cache. "ours" is TreeCache.attend; the
+# others are torch's SDPA with its own choice of kernel, or with only one kernel allowed (for comparison).
+ATTENTION = {"ours": None, "sdpa": (), "efficient": ("EFFICIENT_ATTENTION",), "math": ("MATH",)}
 
 
 def synthetic_contexts(lines: int = 4693, unique: int = 630, seed: int = 0) -> list[list[int]]:
@@ -51,7 +58,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_ours(model, contexts, settings, device, max_batch_inputs) -> dict:
+@contextlib.contextmanager
+def decode_attention(name: str):
+    """TreeCache.attend replaced by torch's SDPA (``ATTENTION[name]``: allowed kernels, () = torch's choice)."""
+    if ATTENTION[name] is None:
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    backends = [getattr(SDPBackend, b) for b in ATTENTION[name]]
+
+    def attend(q, k, v, attn_mask, is_causal=False):
+        with sdpa_kernel(backends) if backends else contextlib.nullcontext():
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+    ours = TreeCache.__dict__["attend"]
+    TreeCache.attend = staticmethod(attend)
+    try:
+        yield
+    finally:
+        TreeCache.attend = ours
+
+
+def time_ours(model, contexts, settings, device, max_batch_inputs, profile: bool = False) -> dict:
     generate(model, contexts[:8], settings, progress=False)           # warm-up (kernels, allocator)
     _sync(device)
     if device.type == "cuda":
@@ -64,6 +92,9 @@ def time_ours(model, contexts, settings, device, max_batch_inputs) -> dict:
     result = dict(stats, seconds=seconds, ms_per_line=1000 * seconds / len(contexts))
     if device.type == "cuda":
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        if profile:  # one more search, under the profiler
+            work = lambda: generate(model, contexts, settings, max_batch_inputs=max_batch_inputs, progress=False)  # noqa: E731
+            result["profile"] = kernel_profile(work, device, 1, "search")
     return result | {"outputs": outputs}
 
 
@@ -104,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_repeat_ngram_size", type=int, default=PAPER.no_repeat_ngram_size)
     p.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16")
     p.add_argument("--max_batch_inputs", type=int, default=0, help="0: as many as fit")
+    p.add_argument("--attention", choices=ATTENTION, default="ours",
+                   help="how the search attends to its cache: ours (TreeCache.attend), or torch's SDPA with its "
+                        "own kernel choice (sdpa) or only one kernel (efficient, math), to compare")
+    p.add_argument("--profile", action="store_true", help="GPU: one more search per precision under the profiler "
+                   "(kernels, their time, the top kernels) into the JSON")
     p.add_argument("--hf_lines", type=int, default=256, help="lines HF generate is timed on (0: skip HF)")
     p.add_argument("--hf_batch", type=int, default=64)
     p.add_argument("--device", default=None)
@@ -147,7 +183,8 @@ def time_precisions(model, contexts, settings, device, args, results: dict) -> l
     for precision in [x for x in args.precisions.split(",") if x]:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
         net = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
-        r = time_ours(net, contexts, settings, device, args.max_batch_inputs)
+        with decode_attention(args.attention):
+            r = time_ours(net, contexts, settings, device, args.max_batch_inputs, args.profile)
         outputs[precision] = r.pop("outputs")
         results[f"ours_{precision}"] = r
         rows.append((f"gpt2_lora.beam {precision}", r["seconds"], r["ms_per_line"], ""))
@@ -188,10 +225,13 @@ def main(argv=None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 for both sides
     torch.manual_seed(args.seed)
     device, config, contexts, settings = workload(args)
+    if args.attention == "efficient" and device.type != "cuda":
+        raise SystemExit("benchmark_beam.py: --attention efficient needs a CUDA device (the kernel is CUDA-only)")
     model, hf_model = same_random_models(config, device)
     results: dict = dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
                          or "cpu", torch=torch.__version__, model=f"n_embd={config.n_embd} n_layer={config.n_layer}",
-                         data=args.data or "synthetic", settings=settings.__dict__ | {"eos_token_id": [EOS]})
+                         data=args.data or "synthetic", attention=args.attention,
+                         settings=settings.__dict__ | {"eos_token_id": [EOS]})
     rows = time_precisions(model, contexts, settings, device, args, results)
     if args.hf_lines > 0:
         rows = time_hf_baseline(hf_model, contexts, settings, device, args, results, rows)

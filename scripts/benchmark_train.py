@@ -54,6 +54,7 @@ from gpt2_lora.training.config import TrainConfig  # noqa: E402
 from gpt2_lora.training.distributed import World  # noqa: E402
 from gpt2_lora.training.loop import batch_maker, build_loss_model, build_stepper  # noqa: E402
 from gpt2_lora.training.step import store_frozen_weights  # noqa: E402
+from kernel_profile import kernel_profile  # noqa: E402  (scripts/)
 
 E2E_STEPS = 26290  # 5 epochs of E2E at batch 8 (upstream's max_step)
 PAPER = E2E.train  # the paper's training recipe (gpt2_lora/recipes.py)
@@ -191,29 +192,9 @@ def run_ours(name, examples, model_config, args, device):
     seconds, timed = time_steps(step, batches, device, args.steps, args.warmup)
     loss = stepper.read_loss() / max(next(steps), 1)
     if args.profile and device.type == "cuda":
-        return seconds, timed, loss, kernel_profile(step, timed[:args.profile], device)
+        batches = timed[:args.profile]
+        return seconds, timed, loss, kernel_profile(lambda: [step(b) for b in batches], device, len(batches), "step")
     return seconds, timed, loss
-
-
-def kernel_profile(step, batches, device, top: int = 15) -> dict:
-    """The GPU kernels of ``len(batches)`` more steps (CUDA-graph replays included): per step, how many ran
-    and their summed time, and the ``top`` kernels by time."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for b in batches:
-            step(b)
-        sync(device)
-    kernels: dict[str, list[float]] = {}
-    for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA:
-            kernels.setdefault(event.name, []).append(event.device_time)
-    n = len(batches)
-    ranked = sorted(kernels.items(), key=lambda kv: -sum(kv[1]))[:top]
-    return {"steps": n, "kernels_per_step": sum(len(t) for t in kernels.values()) / n,
-            "kernel_ms_per_step": sum(sum(t) for t in kernels.values()) / n / 1000,
-            "top": [{"kernel": name[:120], "calls_per_step": len(t) / n, "ms_per_step": sum(t) / n / 1000}
-                    for name, t in ranked]}
 
 
 def run_hf(name, examples, config, args, device):
