@@ -337,8 +337,9 @@ def _short_list(names: list[str], limit: int = 6) -> str:
 def padded_head(weight: torch.Tensor, multiple: int = 64) -> torch.Tensor:
     """The (vocab, n_embd) LM head with zero rows up to a multiple of ``multiple`` for 16-bit weights:
     50,257 output columns are misaligned for tensor-core GEMMs, and cuBLAS then takes a much slower
-    kernel (the E2E beam search's LM head: 427 ms against 55 ms padded, on an H200). Logits of the extra rows are cut off after the matmul (``GPT2LMModel.logits``), so every
-    kept logit is the same dot product. fp32 weights are returned as they are (no tensor cores)."""
+    kernel (the E2E beam search's LM head: 427 ms against 55 ms padded, on an H200). Logits of the extra
+    rows are cut off after the matmul (``GPT2LMModel.logits``), so every kept logit is the same dot
+    product. fp32 weights are returned as they are (no tensor cores)."""
     extra = -weight.size(0) % multiple
     if weight.dtype not in (torch.bfloat16, torch.float16) or extra == 0:
         return weight
@@ -412,7 +413,6 @@ class GPT2LMModel(nn.Module):
         if head is None:
             return F.linear(hidden, self.transformer.wte.weight)
         return F.linear(hidden, head)[..., :self.config.vocab_size]
-
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None, cache=None,
                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:

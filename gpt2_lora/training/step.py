@@ -29,7 +29,6 @@ import contextlib
 from typing import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..model import Segments, padded_head
@@ -77,7 +76,6 @@ class LossModel(nn.Module):
         wte = model.transformer.wte.weight
         # A frozen tied head is cast to the autocast dtype once, padded for aligned GEMMs (a plain
         # attribute: not a parameter, not in checkpoints, not synchronised by DDP).
-        self.vocab_size = wte.size(0)
         self.head = (padded_head(wte.detach().to(LOW_DTYPES[precision])) if precision != "fp32" and not wte.requires_grad
                      else None)
 
@@ -94,9 +92,7 @@ class LossModel(nn.Module):
         hidden = self.model.hidden_states(input_ids, position_ids, attn_mask=mask,
                                           residual_dtype=self.residual_dtype)
         picked = hidden.reshape(-1, hidden.size(-1)).index_select(0, index)
-        if self.head is None:
-            return F.linear(picked, self.model.transformer.wte.weight)
-        return F.linear(picked, self.head)[:, :self.vocab_size]
+        return self.model.logits(picked, self.head)  # None: the trained (or fp32) wte itself
 
     def forward(self, input_ids, index, target, weight, position_ids=None, segment_ids=None,
                 cu_seqlens=None) -> torch.Tensor:
